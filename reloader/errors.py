@@ -1,0 +1,100 @@
+"""Typed errors of the reloader. Every error the package raises derives from `ReloaderError`."""
+
+from __future__ import annotations
+
+_LINE_MAX = 160
+_TOTAL_MAX = 600
+
+
+def truncate_js_message(message: str) -> str:
+    """Shortens a V8 error text for logs.
+
+    V8 quotes the offending source line; in a minified bundle that line is the whole bundle, so each line is cut
+    to a readable length and the total is capped.
+    """
+    lines = []
+    for line in str(message).splitlines():
+        line = line.rstrip()
+        if line.strip(" ^~…") == "" or line.lstrip().startswith("… ["):
+            continue  # V8's caret marker under the quoted source line
+        if len(line) > _LINE_MAX:
+            line = line[:_LINE_MAX] + f"… [{len(line) - _LINE_MAX} more chars]"
+        lines.append(line)
+    text = "\n".join(line for line in lines if line)
+    if len(text) > _TOTAL_MAX:
+        text = text[:_TOTAL_MAX] + f"… [{len(text) - _TOTAL_MAX} more chars]"
+    return text
+
+
+class ReloaderError(Exception):
+    """Root of every error raised by `reloader`."""
+
+
+class BundleError(ReloaderError):
+    """A bundle could not be loaded or misbehaved while serving.
+
+    Attributes:
+        stage: where it failed: decode, eval, contract, init, buffers, selftest, predict, close.
+        js_message: the JavaScript error text, truncated (never a multi-KB minified source line).
+    """
+
+    def __init__(self, message: str, *, stage: str, js_message: str | None = None) -> None:
+        self.stage = stage
+        self.js_message = truncate_js_message(js_message) if js_message else None
+        text = f"{message} (stage: {stage})"
+        if self.js_message:
+            text += f": {self.js_message}"
+        super().__init__(text)
+
+
+class BundleTimeout(BundleError):
+    """A call into the bundle ran past its timeout and was terminated."""
+
+    def __init__(self, message: str, *, stage: str, timeout: float) -> None:
+        self.timeout = timeout
+        super().__init__(f"{message}: no result within {timeout:g} s", stage=stage)
+
+
+class BundleMemoryError(BundleError):
+    """The bundle exceeded the V8 heap limit and was stopped."""
+
+    def __init__(self, message: str, *, stage: str, heap_limit: int) -> None:
+        self.heap_limit = heap_limit
+        super().__init__(f"{message}: V8 heap limit of {heap_limit >> 20} MiB reached", stage=stage)
+
+
+class BundleOutputError(BundleError):
+    """The bundle wrote the wrong number of values or non-finite values."""
+
+
+class SelfTestError(BundleError):
+    """The bundle's outputs on its own selfTest inputs differ from the training framework's."""
+
+    def __init__(self, *, path: str, row: int, max_delta: float, tolerance: float) -> None:
+        self.path = path
+        self.row = row
+        self.max_delta = max_delta
+        self.tolerance = tolerance
+        super().__init__(
+            f"self-test failed on the {path} path: row {row} differs by {max_delta:.3g} "
+            f"(tolerance {tolerance:g}); the bundle does not reproduce its training outputs",
+            stage="selftest",
+        )
+
+
+class RuntimeClosed(ReloaderError):
+    """The runtime was closed (or broken by a timeout or heap blow-up) and cannot predict any more."""
+
+
+class InputError(ReloaderError, ValueError):
+    """Records or a feature matrix that cannot be predicted: wrong shape, missing or non-numeric features.
+
+    Attributes:
+        row: index of the first offending record (None when the whole input is wrong).
+        feature: the offending feature name, when known.
+    """
+
+    def __init__(self, message: str, *, row: int | None = None, feature: str | None = None) -> None:
+        self.row = row
+        self.feature = feature
+        super().__init__(message)

@@ -1,0 +1,355 @@
+"""A model bundle running in its own V8 isolate (mini-racer).
+
+`ModelRuntime(bundle_bytes)` creates a context with a hard heap limit, evaluates the bundle, checks the `ml`
+contract, awaits `ml.init()`, allocates the zero-copy buffers and runs the bundle's self-test; only then does the
+constructor return. Any failure closes the context and raises a typed `BundleError`.
+
+Threading: a runtime belongs to one thread at a time (the one that predicts); close it on that thread. Context
+creation is serialized process-wide, because two contexts created at the same moment crash the process.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import re
+import threading
+import weakref
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn
+
+import numpy as np
+from py_mini_racer import (
+    JSEvalException,
+    JSOOMException,
+    JSPromise,
+    JSPromiseError,
+    JSTimeoutException,
+    MiniRacer,
+)
+
+from reloader.codec import BundleMeta, Prediction, RecordCodec
+from reloader.errors import (
+    BundleError,
+    BundleMemoryError,
+    BundleOutputError,
+    BundleTimeout,
+    InputError,
+    RuntimeClosed,
+    SelfTestError,
+)
+
+DEFAULT_HEAP_LIMIT = 256 << 20
+DEFAULT_CALL_TIMEOUT = 5.0
+DEFAULT_INIT_TIMEOUT = 30.0
+
+# The bundle contract: ml.predict throws an Error named InputError for records it cannot use.
+_JS_INPUT_ERROR = re.compile(r"^InputError: (.{1,500})$", re.MULTILINE)
+_JS_RECORD = re.compile(r"\brecord (\d+)\b")
+
+_CREATE_LOCK = threading.Lock()
+_LIVE: weakref.WeakSet[ModelRuntime] = weakref.WeakSet()
+
+_CONTRACT_PROBE = """(() => {
+  const ml = globalThis.ml;
+  if (typeof ml !== 'object' || ml === null) return JSON.stringify({missing: 'the global `ml` object'});
+  for (const f of ['init', 'buffers', 'predictBuffer', 'predict']) {
+    if (typeof ml[f] !== 'function') return JSON.stringify({missing: 'ml.' + f + '()'});
+  }
+  return JSON.stringify({meta: ml.meta === undefined ? null : ml.meta});
+})()"""
+
+
+class ModelRuntime:
+    """One loaded bundle: `predict(matrix)` (fast, zero-copy) and `predict_records(records)` (JSON path).
+
+    Args:
+        bundle: the bundle's bytes (UTF-8 JavaScript) or text.
+        heap_limit: V8 hard heap limit in bytes; a bundle that exceeds it is stopped (`BundleMemoryError`).
+        call_timeout: seconds a single predict call may run before it is terminated (`BundleTimeout`).
+        init_timeout: seconds for evaluating the bundle and for `ml.init()` to resolve.
+        max_batch: rows per call into V8 (default and ceiling: the bundle's `meta.maxBatch`); larger inputs are
+            split into chunks.
+        self_test: run the bundle's `selfTest` before returning (on by default; a failure raises).
+        check_outputs: reject non-finite outputs with `BundleOutputError` (on by default).
+    """
+
+    def __init__(
+        self,
+        bundle: bytes | str,
+        *,
+        heap_limit: int = DEFAULT_HEAP_LIMIT,
+        call_timeout: float = DEFAULT_CALL_TIMEOUT,
+        init_timeout: float = DEFAULT_INIT_TIMEOUT,
+        max_batch: int | None = None,
+        self_test: bool = True,
+        check_outputs: bool = True,
+    ) -> None:
+        self.heap_limit = heap_limit
+        self.call_timeout = call_timeout
+        self.init_timeout = init_timeout
+        self.check_outputs = check_outputs
+        self._closed_reason: str | None = None
+        self._views: Any = None
+        self._in: np.ndarray | None = None
+        self._out: np.ndarray | None = None
+        if isinstance(bundle, bytes):
+            try:
+                source = bundle.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise BundleError(f"bundle is not UTF-8 text ({e.reason} at byte {e.start})",
+                                  stage="decode") from None
+        else:
+            source = bundle
+        with _CREATE_LOCK:
+            self._ctx: MiniRacer | None = MiniRacer()
+        _LIVE.add(self)
+        try:
+            self._ctx.set_hard_memory_limit(heap_limit)
+            self._run(source, stage="eval", timeout=init_timeout)
+            declared = self._check_contract()
+            self.meta = _to_meta(declared, kernel=self._init())
+            rows = self.meta.max_batch if max_batch is None else min(max_batch, self.meta.max_batch)
+            if rows < 1:
+                raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+            self.max_batch = rows
+            self._allocate(rows)
+            self.codec = RecordCodec(self.meta)
+            self.self_test_delta: float | None = self.run_self_test() if self_test else None
+        except BaseException:
+            self.close()
+            raise
+
+    # -- hot path ---------------------------------------------------------------------------------------
+
+    def predict(self, x: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+        """float32 matrix [n, len(meta.inputs)] of raw features -> float32 [n, len(meta.outputs)].
+
+        Rows go through the bundle's pre-processing, model and post-processing in V8, `max_batch` rows per call.
+        The result is a fresh array (no view into V8 memory escapes).
+        """
+        if self._in is None or self._out is None:
+            self._raise_closed()
+        x = np.asarray(x, dtype=np.float32)
+        n_in = len(self.meta.inputs)
+        if x.ndim != 2 or x.shape[1] != n_in:
+            raise InputError(f"expected a matrix [n, {n_in}] ({', '.join(self.meta.inputs)}), got shape "
+                             f"{x.shape}")
+        bad = ~np.isfinite(x).all(axis=1)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise InputError(f"row {row} has non-finite features ({int(bad.sum())} such rows)", row=row)
+        n = x.shape[0]
+        n_out = len(self.meta.outputs)
+        out = np.empty((n, n_out), dtype=np.float32)
+        step = self.max_batch
+        for start in range(0, n, step):
+            rows = min(step, n - start)
+            self._in[:rows] = x[start : start + rows]
+            written = self._run(f"ml.predictBuffer({rows})", stage="predict", timeout=self.call_timeout)
+            if written != rows * n_out:
+                raise BundleOutputError(
+                    f"ml.predictBuffer({rows}) reported {written!r} values written, expected "
+                    f"{rows * n_out} ({rows} rows x {n_out} outputs)", stage="predict")
+            out[start : start + rows] = self._out[:rows]
+        if self.check_outputs and n and not np.isfinite(out).all():
+            row = int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
+            raise BundleOutputError(f"non-finite output for row {row}", stage="predict")
+        return out
+
+    def predict_rows(self, records: Sequence[Mapping[str, Any] | Sequence[Any]]) -> list[Prediction]:
+        """Records (dicts by feature name, or rows in `meta.inputs` order) -> predictions, via the fast path."""
+        return self.codec.decode(self.predict(self.codec.encode(records)))
+
+    def predict_records(self, records: Sequence[Any]) -> list[dict[str, Any]]:
+        """The flexible JSON path: JSON-able records in, the bundle's JSON results (`ml.predict`) out."""
+        if self._ctx is None:
+            self._raise_closed()
+        try:
+            payload = json.dumps(list(records), allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise InputError(f"records are not JSON-serialisable: {e}") from None
+        text = self._run(f"JSON.stringify(ml.predict({payload}))", stage="predict",
+                         timeout=self.call_timeout)
+        results = json.loads(text) if isinstance(text, str) else None
+        if not isinstance(results, list) or len(results) != len(records):
+            raise BundleOutputError(f"ml.predict returned {type(results).__name__} for {len(records)} records, "
+                                    "expected a list of the same length", stage="predict")
+        return results
+
+    # -- life cycle -------------------------------------------------------------------------------------
+
+    def run_self_test(self) -> float:
+        """Runs `ml.selfTest` through both paths; returns the largest difference seen or raises."""
+        st = self._run("JSON.stringify(ml.selfTest === undefined ? null : ml.selfTest)", stage="selftest",
+                       timeout=self.call_timeout)
+        spec = json.loads(st) if isinstance(st, str) else None
+        try:
+            inputs = np.asarray(spec["inputs"], dtype=np.float64)
+            expected = np.asarray(spec["expected"], dtype=np.float64)
+            tolerance = float(spec["tolerance"])
+            if (inputs.ndim != 2 or inputs.shape[1] != len(self.meta.inputs) or len(inputs) == 0
+                    or expected.shape != (len(inputs), len(self.meta.outputs)) or not tolerance > 0):
+                raise ValueError("shapes")
+        except (TypeError, KeyError, ValueError):
+            raise BundleError("ml.selfTest must be {inputs: [[...]], expected: [[...]], tolerance > 0} with "
+                              "one row per case, matching meta.inputs and meta.outputs", stage="selftest") from None
+        worst = 0.0
+        fast = self.predict(inputs)
+        records = self.predict_records(inputs.tolist())
+        try:
+            slow = np.asarray([r["scores"] for r in records], dtype=np.float64)
+        except (TypeError, KeyError, ValueError):
+            raise BundleOutputError("ml.predict results must be objects with a `scores` array",
+                                    stage="selftest") from None
+        for path, got in (("fast", fast), ("json", slow)):
+            if got.shape != expected.shape:
+                raise SelfTestError(path=path, row=0, max_delta=float("inf"), tolerance=tolerance)
+            delta = np.abs(got - expected)
+            delta[~np.isfinite(delta)] = np.inf
+            per_row = delta.max(axis=1)
+            if not (per_row <= tolerance).all():
+                row = int(np.argmax(per_row))
+                raise SelfTestError(path=path, row=row, max_delta=float(per_row[row]), tolerance=tolerance)
+            worst = max(worst, float(per_row.max()))
+        return worst
+
+    def close(self) -> None:
+        """Frees the V8 context. Safe to call twice; call it on the thread that predicts."""
+        if self._closed_reason is None:
+            self._closed_reason = "closed"
+        ctx, self._ctx = self._ctx, None
+        # Views into V8-owned memory must be gone before the isolate is: a live view would point into freed
+        # memory and crash the interpreter on the next access.
+        self._in = self._out = None
+        views, self._views = self._views, None
+        if views is not None:
+            for mv in views:
+                mv.release()
+        if ctx is not None:
+            ctx.close()
+        _LIVE.discard(self)
+
+    @property
+    def closed(self) -> bool:
+        return self._ctx is None
+
+    def __enter__(self) -> ModelRuntime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = self._closed_reason or "open"
+        meta = getattr(self, "meta", None)
+        what = f"{meta.name} {meta.version}" if meta else "loading"
+        return f"<ModelRuntime {what} {state}>"
+
+    # -- internals --------------------------------------------------------------------------------------
+
+    def _run(self, code: str, *, stage: str, timeout: float) -> Any:
+        """Evaluates `code`, awaiting a promise result, and maps mini-racer's errors to ours."""
+        ctx = self._ctx
+        if ctx is None:
+            self._raise_closed()
+        what = code if len(code) < 60 else "the bundle" if stage == "eval" else code[:40] + "…"
+        try:
+            result = ctx.eval(code, timeout_sec=timeout)
+            if isinstance(result, JSPromise):
+                result = result.get(timeout=timeout)
+            return result
+        except JSTimeoutException:
+            self._break(f"{stage} timed out")
+            raise BundleTimeout(f"{what} was terminated", stage=stage, timeout=timeout) from None
+        except JSOOMException:
+            self._break(f"{stage} exhausted the heap")
+            raise BundleMemoryError(f"{what} was stopped", stage=stage, heap_limit=self.heap_limit) from None
+        except (JSEvalException, JSPromiseError) as e:
+            bad_input = _JS_INPUT_ERROR.search(str(e))
+            if bad_input and stage == "predict":
+                row = _JS_RECORD.search(bad_input.group(1))
+                raise InputError(bad_input.group(1), row=int(row.group(1)) if row else None) from None
+            raise BundleError(f"{what} threw", stage=stage, js_message=str(e)) from None
+
+    def _break(self, reason: str) -> None:
+        # After a termination V8 state is suspect (a half-run predict, a half-built heap): stop serving from it.
+        self._closed_reason = f"broken: {reason}"
+        self.close()
+
+    def _raise_closed(self) -> NoReturn:
+        raise RuntimeClosed(f"this model runtime is {self._closed_reason or 'closed'}")
+
+    def _check_contract(self) -> dict[str, Any]:
+        probe = json.loads(self._run(_CONTRACT_PROBE, stage="contract", timeout=self.call_timeout))
+        if "missing" in probe:
+            raise BundleError(f"the bundle does not define {probe['missing']}", stage="contract")
+        meta = probe.get("meta")
+        problem = _meta_problem(meta)
+        if problem:
+            raise BundleError(f"ml.meta is invalid: {problem}", stage="contract")
+        return meta  # type: ignore[no-any-return]
+
+    def _init(self) -> str:
+        self._run("ml.init()", stage="init", timeout=self.init_timeout)
+        kernel = self._run("String(ml.kernel === undefined ? '' : ml.kernel)", stage="init",
+                           timeout=self.call_timeout)
+        return str(kernel)
+
+    def _allocate(self, rows: int) -> None:
+        bufs = self._run(f"ml.buffers({rows})", stage="buffers", timeout=self.call_timeout)
+        try:
+            views = (bufs[0], bufs[1])
+        except (TypeError, IndexError, KeyError):
+            views = None
+        if views is None or not all(isinstance(v, memoryview) for v in views):
+            raise BundleError("ml.buffers(rows) must return [inputArrayBuffer, outputArrayBuffer]",
+                              stage="buffers")
+        self._views = views
+        need = (rows * len(self.meta.inputs) * 4, rows * len(self.meta.outputs) * 4)
+        for mv, size, name in zip(views, need, ("input", "output")):
+            if mv.nbytes < size:
+                raise BundleError(f"ml.buffers({rows}) returned a {mv.nbytes}-byte {name} buffer; "
+                                  f"{size} bytes needed", stage="buffers")
+        self._in = np.frombuffer(views[0], dtype=np.float32, count=need[0] // 4).reshape(rows, -1)
+        self._out = np.frombuffer(views[1], dtype=np.float32, count=need[1] // 4).reshape(rows, -1)
+
+
+def _to_meta(meta: dict[str, Any], *, kernel: str) -> BundleMeta:
+    return BundleMeta(
+        name=meta["name"],
+        version=str(meta.get("version", "")),
+        inputs=tuple(meta["inputs"]),
+        outputs=tuple(meta["outputs"]),
+        labels=tuple(meta.get("labels") or meta["outputs"]),
+        max_batch=int(meta["maxBatch"]),
+        kernel=kernel,
+        runtime=str(meta.get("runtime", "")),
+    )
+
+
+def _meta_problem(meta: Any) -> str | None:
+    if not isinstance(meta, dict):
+        return "missing (expected {name, inputs, outputs, maxBatch})"
+    if not isinstance(meta.get("name"), str) or not meta["name"]:
+        return "`name` must be a non-empty string"
+    for key in ("inputs", "outputs"):
+        v = meta.get(key)
+        if not (isinstance(v, list) and v and all(isinstance(s, str) and s for s in v)):
+            return f"`{key}` must be a non-empty list of names"
+        if len(set(v)) != len(v):
+            return f"`{key}` has duplicate names"
+    labels = meta.get("labels")
+    if labels is not None and (not isinstance(labels, list) or len(labels) != len(meta["outputs"])):
+        return "`labels` must have one entry per output"
+    mb = meta.get("maxBatch")
+    if isinstance(mb, bool) or not isinstance(mb, int) or not 1 <= mb <= 1 << 20:
+        return "`maxBatch` must be an integer in 1..1048576"
+    return None
+
+
+@atexit.register
+def _close_all() -> None:
+    # An open isolate keeps the interpreter from exiting; close whatever the program forgot.
+    for rt in list(_LIVE):
+        rt.close()

@@ -1,0 +1,49 @@
+"""Shared fixtures: real bundles built from the committed example models (once per session)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from model.bundle import EXAMPLES, build_bundle, bundle_path
+from model.train import load_wine_csv
+
+
+class WineData:
+    def __init__(self) -> None:
+        self.features, self.ids, x, self.y = load_wine_csv()
+        self.x = x.astype(np.float32)
+        self.records = [dict(zip(self.features, map(float, row))) for row in x]
+
+    def reference(self, version: str) -> dict[str, Any]:
+        return json.loads((EXAMPLES / version / "reference.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def wine() -> WineData:
+    return WineData()
+
+
+@pytest.fixture(scope="session")
+def built_stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("stores")
+    return {v: _build(root, v) for v in ("v1", "v2")}
+
+
+def _build(root: Path, version: str) -> Path:
+    build_bundle(EXAMPLES / version, root / version)
+    return root / version
+
+
+@pytest.fixture(scope="session")
+def bundle_v1(built_stores: dict[str, Path]) -> bytes:
+    return bundle_path(built_stores["v1"]).read_bytes()
+
+
+@pytest.fixture(scope="session")
+def bundle_v2(built_stores: dict[str, Path]) -> bytes:
+    return bundle_path(built_stores["v2"]).read_bytes()

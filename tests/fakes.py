@@ -1,0 +1,48 @@
+"""Bad bundles for the failure cases, all in one place.
+
+Each is the real v2 bundle with JavaScript appended that breaks one part of the contract, so everything but the
+fault is a genuine, working bundle.
+"""
+
+from __future__ import annotations
+
+PATCHES: dict[str, str] = {
+    # Not parseable at all.
+    "syntax_error": "\n;function (",
+    # Evaluates, then throws at top level.
+    "throws_at_eval": "\n;throw new Error('boom at eval');",
+    # No `ml` global at all.
+    "missing_ml": "\n;delete globalThis.ml;",
+    # init() returns a promise that never settles.
+    "init_never_resolves": "\n;globalThis.ml.init = () => new Promise(() => {});",
+    # init() rejects.
+    "init_rejects": "\n;globalThis.ml.init = async () => { throw new Error('weights corrupt'); };",
+    # predictBuffer loops forever.
+    "infinite_loop": "\n;globalThis.ml.predictBuffer = function (n) { for (;;) {} };",
+    # init blows the heap.
+    "heap_blowup": "\n;globalThis.ml.init = function () { const a = []; for (;;) a.push(new Array(1e5).fill(1.5)); };",
+    # predictBuffer claims fewer values than n * outputs.
+    "wrong_output_size": """
+;(() => { const real = globalThis.ml.predictBuffer;
+  globalThis.ml.predictBuffer = function (n) { return real(n) - n; }; })();""",
+    # ml.buffers hands back an output buffer too small for the rows asked.
+    "small_output_buffer": """
+;(() => { const real = globalThis.ml.buffers;
+  globalThis.ml.buffers = function (rows) { const b = real(rows); return [b[0], new ArrayBuffer(4)]; }; })();""",
+    # predictBuffer writes NaN.
+    "nan_output": """
+;(() => { const real = globalThis.ml.predictBuffer; const bufs = globalThis.ml.buffers;
+  let out = null;
+  globalThis.ml.buffers = function (rows) { const b = bufs(rows); out = new Float32Array(b[1]); return b; };
+  globalThis.ml.predictBuffer = function (n) { const k = real(n); out[0] = NaN; return k; }; })();""",
+    # selfTest expectations that the model does not reproduce.
+    "selftest_mismatch": "\n;globalThis.ml.selfTest.expected[1][0] += 0.25;",
+    # meta that breaks the contract.
+    "bad_meta": "\n;globalThis.ml = Object.assign({}, globalThis.ml, {meta: {name: 'x', inputs: [], outputs: ['a']}});",
+    # a JS error thrown from predictBuffer, with a long line in the message.
+    "throws_in_predict": "\n;globalThis.ml.predictBuffer = function (n) { throw new Error('x'.repeat(20000)); };",
+}
+
+
+def bad_bundle(good: bytes, kind: str) -> bytes:
+    return good + PATCHES[kind].encode()

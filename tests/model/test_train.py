@@ -1,0 +1,50 @@
+"""The whole model path: Keras training -> tensorflowjs conversion -> bundle -> V8, against Keras' outputs.
+
+Needs the train extra; `make test` installs it into .venv-train and passes its interpreter as TRAIN_PYTHON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.bundle import MODEL_DIR, build_bundle, bundle_path
+from reloader.runtime import ModelRuntime
+
+TRAIN_PYTHON = os.environ.get("TRAIN_PYTHON", str(MODEL_DIR.parent / ".venv-train" / "bin" / "python"))
+
+
+@pytest.mark.train
+def test_train_convert_build_predict(tmp_path: Path, wine) -> None:
+    if not Path(TRAIN_PYTHON).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"TRAIN_PYTHON={TRAIN_PYTHON} missing: CI must run the train path (make setup-train)")
+        pytest.skip("train extra not installed: run `make setup-train`")
+    proc = subprocess.run([TRAIN_PYTHON, str(MODEL_DIR / "train.py"), "--out", str(tmp_path / "models")],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    print(proc.stdout)
+    for version, floor in (("v1", None), ("v2", 0.93)):
+        model_dir = tmp_path / "models" / version
+        assert (model_dir / "model.json").exists() and list(model_dir.glob("*.bin"))
+        ref = json.loads((model_dir / "reference.json").read_text())
+        store = tmp_path / "store" / version
+        build_bundle(model_dir, store)
+        with ModelRuntime(bundle_path(store).read_bytes()) as rt:
+            out = rt.predict(wine.x)
+        delta = float(np.abs(out - np.asarray(ref["outputs"])).max())
+        test_rows = np.isin(wine.ids, ref["test_ids"])
+        accuracy = float((out[test_rows].argmax(axis=1) == wine.y[test_rows]).mean())
+        print(f"{version}: max |V8 - Keras| {delta:.3g}, held-out accuracy in V8 {accuracy:.4f}")
+        assert delta <= 1e-5
+        assert accuracy == pytest.approx(ref["accuracy_test"])
+        if floor is not None:
+            assert accuracy >= floor
+    # v1 is deliberately weak, so the swap in the demo is visible.
+    v1 = json.loads((tmp_path / "models" / "v1" / "reference.json").read_text())
+    assert v1["accuracy_test"] < 0.8
