@@ -1,1 +1,1 @@
-"""Model tooling of tf-on-flink (training, bundle build, demo). Not part of the installed distribution."""
+"""Model tooling of tf-on-flink: training, bundle build, demo (not in the installed package)."""

@@ -4,7 +4,10 @@
 //   <out>/bundles/<sha256>.js   the bundle (immutable, content-addressed)
 //   <out>/version.json          the manifest, written last (temp file + rename)
 //
-// usage: npm run build -- <tfjs model dir> <out dir> [--version LABEL] [--name NAME] [--no-minify]
+// usage: npm run build -- <tfjs model dir> <out dir> [--version LABEL] [--name NAME] [--kernel K] [--no-minify]
+//
+// --kernel pins the fast path: auto (default: the fastest that applies), dense-unrolled (generated straight-line
+// code, small Dense stacks), dense-js (loops over typed arrays, any Dense stack), tfjs-cpu (TF.js itself).
 //
 // The model dir holds model.json + weight shards (tensorflowjs converter output) and app.json (feature names,
 // labels, pre-processing constants, selfTest block; written by train.py). The same inputs and lockfile give
@@ -28,6 +31,7 @@ function parseArgs(argv) {
     const a = argv[i];
     if (a === '--version') opts.version = argv[++i];
     else if (a === '--name') opts.name = argv[++i];
+    else if (a === '--kernel') opts.kernel = argv[++i];
     else if (a === '--no-minify') opts.minify = false;
     else if (a === '-h' || a === '--help') opts.help = true;
     else if (a.startsWith('--')) fail(`unknown option ${a}`);
@@ -56,12 +60,13 @@ function checkApp(app, path) {
   if (!(typeof st.tolerance === 'number' && st.tolerance > 0)) fail(`${path}: selfTest.tolerance must be > 0`);
 }
 
-export async function build(modelDir, outDir, { version, name, minify = true } = {}) {
+export async function build(modelDir, outDir, { version, name, kernel, minify = true } = {}) {
   const modelJson = readJson(join(modelDir, 'model.json'), 'TF.js model.json');
   const app = readJson(join(modelDir, 'app.json'), 'app.json');
   checkApp(app, join(modelDir, 'app.json'));
   if (version) app.version = version;
   if (name) app.name = name;
+  if (kernel) app.kernel = kernel;
   if (!app.version) fail('no version label: pass --version or set "version" in app.json');
   if (!modelJson.modelTopology || !Array.isArray(modelJson.weightsManifest)) {
     fail(`${modelDir}/model.json is not a TF.js layers model (needs modelTopology and weightsManifest)`);
@@ -134,7 +139,7 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
   const opts = parseArgs(process.argv.slice(2));
   if (opts.help || opts.positional.length !== 2) {
     process.stdout.write('usage: npm run build -- <tfjs model dir> <out dir> [--version LABEL] [--name NAME] ' +
-      '[--no-minify]\n');
+      '[--kernel auto|dense-unrolled|dense-js|tfjs-cpu] [--no-minify]\n');
     process.exit(opts.help ? 0 : 2);
   }
   const [modelDir, outDir] = opts.positional;

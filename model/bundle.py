@@ -29,9 +29,15 @@ def ensure_node_modules() -> None:
     subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=MODEL_DIR, check=True)
 
 
-def build_bundle(model_dir: str | Path, out_dir: str | Path, *, version: str | None = None,
-                 name: str | None = None) -> dict[str, Any]:
-    """Builds `model_dir` (TF.js layers model + app.json) into `out_dir`; returns the written manifest."""
+def build_bundle(
+    model_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    version: str | None = None,
+    name: str | None = None,
+    kernel: str | None = None,
+) -> dict[str, Any]:
+    """Builds `model_dir` (TF.js layers model + app.json) into `out_dir`; returns the manifest."""
     ensure_node_modules()
     node = shutil.which("node")
     if node is None:
@@ -41,9 +47,13 @@ def build_bundle(model_dir: str | Path, out_dir: str | Path, *, version: str | N
         cmd += ["--version", version]
     if name:
         cmd += ["--name", name]
+    if kernel:
+        cmd += ["--kernel", kernel]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
     if proc.returncode != 0:
-        raise BuildError(f"bundle build failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
+        raise BuildError(
+            f"bundle build failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}"
+        )
     manifest: dict[str, Any] = json.loads((Path(out_dir) / "version.json").read_text())
     return manifest
 

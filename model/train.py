@@ -2,13 +2,14 @@
 
 Writes one directory per version (default: the two committed examples):
 
-    <out>/<version>/model.json, group1-shard1of1.bin   the TF.js layers model (tensorflowjs converter)
-    <out>/<version>/app.json                           what the bundle's app code needs: feature names,
-                                                       labels, standardization constants, selfTest block
-    <out>/<version>/reference.json                     Keras' own outputs for all 178 rows + the split
+    <out>/<version>/model.json, *.bin   the TF.js layers model (tensorflowjs converter)
+    <out>/<version>/app.json            what the bundle's app code needs: feature names, labels,
+                                        standardization constants, the selfTest block
+    <out>/<version>/reference.json      Keras' own outputs for all 178 rows, and the split
 
-`v1` is deliberately weak (two epochs, tiny layer) and `v2` is good, so a hot swap is visible in the demo.
-Needs the `train` extra (TensorFlow, tf-keras, tensorflowjs): `make train` installs it into .venv-train.
+`v1` is deliberately weak (two epochs, tiny layer) and `v2` is good, so a hot swap is visible in
+the demo. Needs the `train` extra (TensorFlow, tf-keras, tensorflowjs); `make train` installs it
+into .venv-train.
 
     python model/train.py [--out model/examples/wine] [--versions v1,v2]
 """
@@ -27,7 +28,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "wine.csv"
@@ -112,7 +113,8 @@ def train_one(version: str, out: Path) -> dict[str, float]:
         old.unlink()
     tfjs.converters.save_keras_model(model, str(target))
 
-    # selfTest: a few held-out rows of each class, raw (un-standardized) features, as the bundle receives them.
+    # selfTest: a few held-out rows of each class, raw (un-standardized) features, as the bundle
+    # receives them.
     st_idx = np.concatenate([test_idx[y[test_idx] == c][:SELF_TEST_PER_CLASS] for c in range(3)])
     app = {
         "name": "wine",
@@ -152,9 +154,13 @@ def train_one(version: str, out: Path) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=HERE / "examples" / "wine")
-    parser.add_argument("--versions", default="v1,v2", help="comma-separated, of: " + ", ".join(RECIPES))
+    parser.add_argument(
+        "--versions", default="v1,v2", help="comma-separated, of: " + ", ".join(RECIPES)
+    )
     args = parser.parse_args(argv)
     versions = [v for v in args.versions.split(",") if v]
     unknown = [v for v in versions if v not in RECIPES]
@@ -162,8 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown version(s) {unknown}; known: {sorted(RECIPES)}")
     for version in versions:
         scores = train_one(version, args.out)
-        print(f"{version}: held-out accuracy {scores['test_accuracy']:.4f}, "
-              f"all rows {scores['all_accuracy']:.4f} -> {args.out / version}")
+        print(
+            f"{version}: held-out accuracy {scores['test_accuracy']:.4f}, "
+            f"all rows {scores['all_accuracy']:.4f} -> {args.out / version}"
+        )
     return 0
 
 

@@ -1,8 +1,8 @@
 """The Python side of a model: records in, predictions out.
 
-`RecordCodec` maps a job's records (dicts keyed by feature name, or rows/sequences in `meta.inputs` order) to
-the float32 matrix of the bundle's fast path, and its outputs (probabilities) back to labels and scores. Users
-adapt input and return types here, without touching the reloader.
+`RecordCodec` maps a job's records (dicts keyed by feature name, or rows in `meta.inputs` order) to
+the float32 matrix of the bundle's fast path, and its outputs (probabilities) back to labels and
+scores. Users adapt input and return types here, without touching the reloader.
 """
 
 from __future__ import annotations
@@ -13,8 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from reloader.errors import InputError
+
+Matrix = npt.NDArray[np.float32]
 
 
 @dataclass(frozen=True)
@@ -51,11 +54,12 @@ class RecordCodec:
         self.meta = meta
         self._n_in = len(meta.inputs)
 
-    def encode(self, records: Sequence[Mapping[str, Any] | Sequence[Any]]) -> np.ndarray:
+    def encode(self, records: Sequence[Mapping[str, Any] | Sequence[Any]]) -> Matrix:
         """Records -> float32 matrix [n, len(meta.inputs)].
 
         Raises:
-            InputError: naming the first record and feature that is missing, not a number, or not finite.
+            InputError: naming the first record and feature that is missing, not a number, or
+                not finite.
         """
         n = len(records)
         out = np.empty((n, self._n_in), dtype=np.float32)
@@ -65,30 +69,40 @@ class RecordCodec:
                 try:
                     values = [rec[name] for name in names]
                 except KeyError as e:
-                    raise InputError(f"record {r}: feature {e.args[0]!r} is missing", row=r,
-                                     feature=e.args[0]) from None
+                    raise InputError(
+                        f"record {r}: feature {e.args[0]!r} is missing", row=r, feature=e.args[0]
+                    ) from None
             elif isinstance(rec, Sequence) and not isinstance(rec, (str, bytes)):
                 if len(rec) != self._n_in:
-                    raise InputError(f"record {r}: has {len(rec)} values, the model takes {self._n_in} "
-                                     f"({', '.join(names)})", row=r)
+                    raise InputError(
+                        f"record {r}: has {len(rec)} values, the model takes {self._n_in} "
+                        f"({', '.join(names)})",
+                        row=r,
+                    )
                 values = list(rec)
             else:
-                raise InputError(f"record {r}: expected a mapping or a sequence, got "
-                                 f"{type(rec).__name__}", row=r)
+                raise InputError(
+                    f"record {r}: expected a mapping or a sequence, got {type(rec).__name__}", row=r
+                )
             for i, v in enumerate(values):
                 if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-                    raise InputError(f"record {r}: feature {names[i]!r} is {type(v).__name__}, not a number",
-                                     row=r, feature=names[i])
+                    raise InputError(
+                        f"record {r}: feature {names[i]!r} is {type(v).__name__}, not a number",
+                        row=r,
+                        feature=names[i],
+                    )
                 if not math.isfinite(v):
-                    raise InputError(f"record {r}: feature {names[i]!r} is {v}", row=r, feature=names[i])
+                    raise InputError(
+                        f"record {r}: feature {names[i]!r} is {v}", row=r, feature=names[i]
+                    )
             out[r] = values
         return out
 
-    def decode(self, scores: np.ndarray) -> list[Prediction]:
+    def decode(self, scores: Matrix) -> list[Prediction]:
         """Output matrix [n, len(meta.outputs)] -> one `Prediction` per row (argmax label)."""
         best = scores.argmax(axis=1)
         labels = self.meta.labels
         return [
             Prediction(label=labels[int(b)], index=int(b), scores=tuple(float(v) for v in row))
-            for b, row in zip(best, scores)
+            for b, row in zip(best, scores, strict=True)
         ]

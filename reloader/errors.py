@@ -9,8 +9,8 @@ _TOTAL_MAX = 600
 def truncate_js_message(message: str) -> str:
     """Shortens a V8 error text for logs.
 
-    V8 quotes the offending source line; in a minified bundle that line is the whole bundle, so each line is cut
-    to a readable length and the total is capped.
+    V8 quotes the offending source line; in a minified bundle that line is the whole bundle, so each
+    line is cut to a readable length and the total is capped.
     """
     lines = []
     for line in str(message).splitlines():
@@ -83,11 +83,11 @@ class SelfTestError(BundleError):
 
 
 class RuntimeClosed(ReloaderError):
-    """The runtime was closed (or broken by a timeout or heap blow-up) and cannot predict any more."""
+    """The runtime was closed (or broken by a timeout or heap blow-up) and cannot predict."""
 
 
 class InputError(ReloaderError, ValueError):
-    """Records or a feature matrix that cannot be predicted: wrong shape, missing or non-numeric features.
+    """Records or a matrix that cannot be predicted: wrong shape, missing or non-numeric features.
 
     Attributes:
         row: index of the first offending record (None when the whole input is wrong).

@@ -1,11 +1,13 @@
 """A model bundle running in its own V8 isolate (mini-racer).
 
-`ModelRuntime(bundle_bytes)` creates a context with a hard heap limit, evaluates the bundle, checks the `ml`
-contract, awaits `ml.init()`, allocates the zero-copy buffers and runs the bundle's self-test; only then does the
-constructor return. Any failure closes the context and raises a typed `BundleError`.
+`ModelRuntime(bundle_bytes)` creates a context with a hard heap limit, evaluates the bundle, checks
+the `ml` contract, awaits `ml.init()`, allocates the zero-copy buffers and runs the bundle's
+self-test; only then does the constructor return. Any failure closes the context and raises a typed
+`BundleError`.
 
-Threading: a runtime belongs to one thread at a time (the one that predicts); close it on that thread. Context
-creation is serialized process-wide, because two contexts created at the same moment crash the process.
+Threading: a runtime belongs to one thread at a time (the one that predicts); close it on that
+thread. Context creation is serialized process-wide, because two contexts created at the same
+moment crash the process.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 import numpy as np
+import numpy.typing as npt
 from py_mini_racer import (
     JSEvalException,
     JSOOMException,
@@ -28,7 +31,7 @@ from py_mini_racer import (
     MiniRacer,
 )
 
-from reloader.codec import BundleMeta, Prediction, RecordCodec
+from reloader.codec import BundleMeta, Matrix, Prediction, RecordCodec
 from reloader.errors import (
     BundleError,
     BundleMemoryError,
@@ -52,7 +55,9 @@ _LIVE: weakref.WeakSet[ModelRuntime] = weakref.WeakSet()
 
 _CONTRACT_PROBE = """(() => {
   const ml = globalThis.ml;
-  if (typeof ml !== 'object' || ml === null) return JSON.stringify({missing: 'the global `ml` object'});
+  if (typeof ml !== 'object' || ml === null) {
+    return JSON.stringify({missing: 'the global `ml` object'});
+  }
   for (const f of ['init', 'buffers', 'predictBuffer', 'predict']) {
     if (typeof ml[f] !== 'function') return JSON.stringify({missing: 'ml.' + f + '()'});
   }
@@ -61,15 +66,17 @@ _CONTRACT_PROBE = """(() => {
 
 
 class ModelRuntime:
-    """One loaded bundle: `predict(matrix)` (fast, zero-copy) and `predict_records(records)` (JSON path).
+    """One loaded bundle: `predict(matrix)` (fast, zero-copy), `predict_records(records)` (JSON).
 
     Args:
         bundle: the bundle's bytes (UTF-8 JavaScript) or text.
-        heap_limit: V8 hard heap limit in bytes; a bundle that exceeds it is stopped (`BundleMemoryError`).
-        call_timeout: seconds a single predict call may run before it is terminated (`BundleTimeout`).
+        heap_limit: V8 hard heap limit in bytes; a bundle that exceeds it is stopped
+            (`BundleMemoryError`).
+        call_timeout: seconds a single predict call may run before it is terminated
+            (`BundleTimeout`).
         init_timeout: seconds for evaluating the bundle and for `ml.init()` to resolve.
-        max_batch: rows per call into V8 (default and ceiling: the bundle's `meta.maxBatch`); larger inputs are
-            split into chunks.
+        max_batch: rows per call into V8 (default and ceiling: the bundle's `meta.maxBatch`);
+            larger inputs are split into chunks.
         self_test: run the bundle's `selfTest` before returning (on by default; a failure raises).
         check_outputs: reject non-finite outputs with `BundleOutputError` (on by default).
     """
@@ -91,14 +98,15 @@ class ModelRuntime:
         self.check_outputs = check_outputs
         self._closed_reason: str | None = None
         self._views: Any = None
-        self._in: np.ndarray | None = None
-        self._out: np.ndarray | None = None
+        self._in: Matrix | None = None
+        self._out: Matrix | None = None
         if isinstance(bundle, bytes):
             try:
                 source = bundle.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise BundleError(f"bundle is not UTF-8 text ({e.reason} at byte {e.start})",
-                                  stage="decode") from None
+                raise BundleError(
+                    f"bundle is not UTF-8 text ({e.reason} at byte {e.start})", stage="decode"
+                ) from None
         else:
             source = bundle
         with _CREATE_LOCK:
@@ -120,12 +128,14 @@ class ModelRuntime:
             self.close()
             raise
 
-    # -- hot path ---------------------------------------------------------------------------------------
+    # -- hot path
+    # ---------------------------------------------------------------------------------------
 
-    def predict(self, x: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+    def predict(self, x: npt.ArrayLike) -> Matrix:
         """float32 matrix [n, len(meta.inputs)] of raw features -> float32 [n, len(meta.outputs)].
 
-        Rows go through the bundle's pre-processing, model and post-processing in V8, `max_batch` rows per call.
+        Rows go through the bundle's pre-processing, model and post-processing in V8, `max_batch`
+        rows per call.
         The result is a fresh array (no view into V8 memory escapes).
         """
         if self._in is None or self._out is None:
@@ -133,12 +143,16 @@ class ModelRuntime:
         x = np.asarray(x, dtype=np.float32)
         n_in = len(self.meta.inputs)
         if x.ndim != 2 or x.shape[1] != n_in:
-            raise InputError(f"expected a matrix [n, {n_in}] ({', '.join(self.meta.inputs)}), got shape "
-                             f"{x.shape}")
-        bad = ~np.isfinite(x).all(axis=1)
-        if bad.any():
+            raise InputError(
+                f"expected a matrix [n, {n_in}] ({', '.join(self.meta.inputs)}), got shape "
+                f"{x.shape}"
+            )
+        if not np.isfinite(x).all():
+            bad = ~np.isfinite(x).all(axis=1)
             row = int(np.flatnonzero(bad)[0])
-            raise InputError(f"row {row} has non-finite features ({int(bad.sum())} such rows)", row=row)
+            raise InputError(
+                f"row {row} has non-finite features ({int(bad.sum())} such rows)", row=row
+            )
         n = x.shape[0]
         n_out = len(self.meta.outputs)
         out = np.empty((n, n_out), dtype=np.float32)
@@ -146,62 +160,85 @@ class ModelRuntime:
         for start in range(0, n, step):
             rows = min(step, n - start)
             self._in[:rows] = x[start : start + rows]
-            written = self._run(f"ml.predictBuffer({rows})", stage="predict", timeout=self.call_timeout)
+            written = self._run(
+                f"ml.predictBuffer({rows})", stage="predict", timeout=self.call_timeout
+            )
             if written != rows * n_out:
                 raise BundleOutputError(
                     f"ml.predictBuffer({rows}) reported {written!r} values written, expected "
-                    f"{rows * n_out} ({rows} rows x {n_out} outputs)", stage="predict")
+                    f"{rows * n_out} ({rows} rows x {n_out} outputs)",
+                    stage="predict",
+                )
             out[start : start + rows] = self._out[:rows]
         if self.check_outputs and n and not np.isfinite(out).all():
             row = int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
             raise BundleOutputError(f"non-finite output for row {row}", stage="predict")
         return out
 
-    def predict_rows(self, records: Sequence[Mapping[str, Any] | Sequence[Any]]) -> list[Prediction]:
-        """Records (dicts by feature name, or rows in `meta.inputs` order) -> predictions, via the fast path."""
+    def predict_rows(
+        self, records: Sequence[Mapping[str, Any] | Sequence[Any]]
+    ) -> list[Prediction]:
+        """Records (dicts by feature name, or rows in `meta.inputs` order) -> predictions."""
         return self.codec.decode(self.predict(self.codec.encode(records)))
 
     def predict_records(self, records: Sequence[Any]) -> list[dict[str, Any]]:
-        """The flexible JSON path: JSON-able records in, the bundle's JSON results (`ml.predict`) out."""
+        """The flexible JSON path: JSON-able records in, the bundle's `ml.predict` results out."""
         if self._ctx is None:
             self._raise_closed()
         try:
             payload = json.dumps(list(records), allow_nan=False)
         except (TypeError, ValueError) as e:
             raise InputError(f"records are not JSON-serialisable: {e}") from None
-        text = self._run(f"JSON.stringify(ml.predict({payload}))", stage="predict",
-                         timeout=self.call_timeout)
+        text = self._run(
+            f"JSON.stringify(ml.predict({payload}))", stage="predict", timeout=self.call_timeout
+        )
         results = json.loads(text) if isinstance(text, str) else None
         if not isinstance(results, list) or len(results) != len(records):
-            raise BundleOutputError(f"ml.predict returned {type(results).__name__} for {len(records)} records, "
-                                    "expected a list of the same length", stage="predict")
+            raise BundleOutputError(
+                f"ml.predict returned {type(results).__name__} for {len(records)} records, "
+                "expected a list of the same length",
+                stage="predict",
+            )
         return results
 
-    # -- life cycle -------------------------------------------------------------------------------------
+    # -- life cycle
+    # -------------------------------------------------------------------------------------
 
     def run_self_test(self) -> float:
         """Runs `ml.selfTest` through both paths; returns the largest difference seen or raises."""
-        st = self._run("JSON.stringify(ml.selfTest === undefined ? null : ml.selfTest)", stage="selftest",
-                       timeout=self.call_timeout)
-        spec = json.loads(st) if isinstance(st, str) else None
+        st = self._run(
+            "JSON.stringify(ml.selfTest === undefined ? null : ml.selfTest)",
+            stage="selftest",
+            timeout=self.call_timeout,
+        )
+        spec: Any = json.loads(st) if isinstance(st, str) else None
         try:
             inputs = np.asarray(spec["inputs"], dtype=np.float64)
             expected = np.asarray(spec["expected"], dtype=np.float64)
             tolerance = float(spec["tolerance"])
-            if (inputs.ndim != 2 or inputs.shape[1] != len(self.meta.inputs) or len(inputs) == 0
-                    or expected.shape != (len(inputs), len(self.meta.outputs)) or not tolerance > 0):
+            if (
+                inputs.ndim != 2
+                or inputs.shape[1] != len(self.meta.inputs)
+                or len(inputs) == 0
+                or expected.shape != (len(inputs), len(self.meta.outputs))
+                or not tolerance > 0
+            ):
                 raise ValueError("shapes")
         except (TypeError, KeyError, ValueError):
-            raise BundleError("ml.selfTest must be {inputs: [[...]], expected: [[...]], tolerance > 0} with "
-                              "one row per case, matching meta.inputs and meta.outputs", stage="selftest") from None
+            raise BundleError(
+                "ml.selfTest must be {inputs: [[...]], expected: [[...]], tolerance > 0} with "
+                "one row per case, matching meta.inputs and meta.outputs",
+                stage="selftest",
+            ) from None
         worst = 0.0
         fast = self.predict(inputs)
         records = self.predict_records(inputs.tolist())
         try:
             slow = np.asarray([r["scores"] for r in records], dtype=np.float64)
         except (TypeError, KeyError, ValueError):
-            raise BundleOutputError("ml.predict results must be objects with a `scores` array",
-                                    stage="selftest") from None
+            raise BundleOutputError(
+                "ml.predict results must be objects with a `scores` array", stage="selftest"
+            ) from None
         for path, got in (("fast", fast), ("json", slow)):
             if got.shape != expected.shape:
                 raise SelfTestError(path=path, row=0, max_delta=float("inf"), tolerance=tolerance)
@@ -210,7 +247,9 @@ class ModelRuntime:
             per_row = delta.max(axis=1)
             if not (per_row <= tolerance).all():
                 row = int(np.argmax(per_row))
-                raise SelfTestError(path=path, row=row, max_delta=float(per_row[row]), tolerance=tolerance)
+                raise SelfTestError(
+                    path=path, row=row, max_delta=float(per_row[row]), tolerance=tolerance
+                )
             worst = max(worst, float(per_row.max()))
         return worst
 
@@ -219,7 +258,8 @@ class ModelRuntime:
         if self._closed_reason is None:
             self._closed_reason = "closed"
         ctx, self._ctx = self._ctx, None
-        # Views into V8-owned memory must be gone before the isolate is: a live view would point into freed
+        # Views into V8-owned memory must be gone before the isolate is: a live view would point
+        # into freed
         # memory and crash the interpreter on the next access.
         self._in = self._out = None
         views, self._views = self._views, None
@@ -246,7 +286,8 @@ class ModelRuntime:
         what = f"{meta.name} {meta.version}" if meta else "loading"
         return f"<ModelRuntime {what} {state}>"
 
-    # -- internals --------------------------------------------------------------------------------------
+    # -- internals
+    # --------------------------------------------------------------------------------------
 
     def _run(self, code: str, *, stage: str, timeout: float) -> Any:
         """Evaluates `code`, awaiting a promise result, and maps mini-racer's errors to ours."""
@@ -264,16 +305,21 @@ class ModelRuntime:
             raise BundleTimeout(f"{what} was terminated", stage=stage, timeout=timeout) from None
         except JSOOMException:
             self._break(f"{stage} exhausted the heap")
-            raise BundleMemoryError(f"{what} was stopped", stage=stage, heap_limit=self.heap_limit) from None
+            raise BundleMemoryError(
+                f"{what} was stopped", stage=stage, heap_limit=self.heap_limit
+            ) from None
         except (JSEvalException, JSPromiseError) as e:
             bad_input = _JS_INPUT_ERROR.search(str(e))
             if bad_input and stage == "predict":
                 row = _JS_RECORD.search(bad_input.group(1))
-                raise InputError(bad_input.group(1), row=int(row.group(1)) if row else None) from None
+                raise InputError(
+                    bad_input.group(1), row=int(row.group(1)) if row else None
+                ) from None
             raise BundleError(f"{what} threw", stage=stage, js_message=str(e)) from None
 
     def _break(self, reason: str) -> None:
-        # After a termination V8 state is suspect (a half-run predict, a half-built heap): stop serving from it.
+        # After a termination V8 state is suspect (a half-run predict, a half-built heap): stop
+        # serving from it.
         self._closed_reason = f"broken: {reason}"
         self.close()
 
@@ -292,8 +338,11 @@ class ModelRuntime:
 
     def _init(self) -> str:
         self._run("ml.init()", stage="init", timeout=self.init_timeout)
-        kernel = self._run("String(ml.kernel === undefined ? '' : ml.kernel)", stage="init",
-                           timeout=self.call_timeout)
+        kernel = self._run(
+            "String(ml.kernel === undefined ? '' : ml.kernel)",
+            stage="init",
+            timeout=self.call_timeout,
+        )
         return str(kernel)
 
     def _allocate(self, rows: int) -> None:
@@ -303,14 +352,19 @@ class ModelRuntime:
         except (TypeError, IndexError, KeyError):
             views = None
         if views is None or not all(isinstance(v, memoryview) for v in views):
-            raise BundleError("ml.buffers(rows) must return [inputArrayBuffer, outputArrayBuffer]",
-                              stage="buffers")
+            raise BundleError(
+                "ml.buffers(rows) must return [inputArrayBuffer, outputArrayBuffer]",
+                stage="buffers",
+            )
         self._views = views
         need = (rows * len(self.meta.inputs) * 4, rows * len(self.meta.outputs) * 4)
-        for mv, size, name in zip(views, need, ("input", "output")):
+        for mv, size, name in zip(views, need, ("input", "output"), strict=False):
             if mv.nbytes < size:
-                raise BundleError(f"ml.buffers({rows}) returned a {mv.nbytes}-byte {name} buffer; "
-                                  f"{size} bytes needed", stage="buffers")
+                raise BundleError(
+                    f"ml.buffers({rows}) returned a {mv.nbytes}-byte {name} buffer; "
+                    f"{size} bytes needed",
+                    stage="buffers",
+                )
         self._in = np.frombuffer(views[0], dtype=np.float32, count=need[0] // 4).reshape(rows, -1)
         self._out = np.frombuffer(views[1], dtype=np.float32, count=need[1] // 4).reshape(rows, -1)
 

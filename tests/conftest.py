@@ -17,7 +17,7 @@ class WineData:
     def __init__(self) -> None:
         self.features, self.ids, x, self.y = load_wine_csv()
         self.x = x.astype(np.float32)
-        self.records = [dict(zip(self.features, map(float, row))) for row in x]
+        self.records = [dict(zip(self.features, map(float, row), strict=False)) for row in x]
 
     def reference(self, version: str) -> dict[str, Any]:
         return json.loads((EXAMPLES / version / "reference.json").read_text())

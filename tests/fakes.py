@@ -1,7 +1,7 @@
 """Bad bundles for the failure cases, all in one place.
 
-Each is the real v2 bundle with JavaScript appended that breaks one part of the contract, so everything but the
-fault is a genuine, working bundle.
+Each is the real v2 bundle with JavaScript appended that breaks one part of the contract, so
+everything but the fault is a genuine, working bundle.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ PATCHES: dict[str, str] = {
     "nan_output": """
 ;(() => { const real = globalThis.ml.predictBuffer; const bufs = globalThis.ml.buffers;
   let out = null;
-  globalThis.ml.buffers = function (rows) { const b = bufs(rows); out = new Float32Array(b[1]); return b; };
+  globalThis.ml.buffers = function (rows) { const b = bufs(rows); out = new Float32Array(b[1]);
+  return b; };
   globalThis.ml.predictBuffer = function (n) { const k = real(n); out[0] = NaN; return k; }; })();""",
     # selfTest expectations that the model does not reproduce.
     "selftest_mismatch": "\n;globalThis.ml.selfTest.expected[1][0] += 0.25;",

@@ -5,7 +5,7 @@ import '@tensorflow/tfjs-backend-cpu';
 import { loadLayersModel } from '@tensorflow/tfjs-layers';
 import MODEL from 'tf-on-flink:model';
 import { base64Decode, v8Platform } from './platform.js';
-import { compileDenseStack, extractDenseStack } from './kernels.js';
+import { compileDenseStack, compileUnrolled, extractDenseStack } from './kernels.js';
 
 tf.setPlatform('v8', v8Platform);
 
@@ -19,8 +19,11 @@ if (standardize && (mean.length !== nIn || std.length !== nIn)) {
   throw new Error('app.json: standardize.mean/std must have one entry per input');
 }
 
+const KERNELS = ['auto', 'dense-unrolled', 'dense-js', 'tfjs-cpu'];
 let model = null;
-let forward = null;
+let plan = null; // Dense stack extracted from the model, or null
+let unrolled = null; // generated straight-line kernel (pre-processing fused), or null
+let forward = null; // (raw input, output, n) for the allocated buffers
 let kernel = 'not initialised';
 let maxRows = 0;
 let inputBuffer = null;
@@ -88,9 +91,15 @@ const ml = {
     if (shape[shape.length - 1] !== nIn) {
       throw new Error('model expects ' + shape[shape.length - 1] + ' features, app.json lists ' + nIn);
     }
-    const plan = extractDenseStack(model);
-    kernel = plan ? 'dense-js' : 'tfjs-cpu';
-    ml._plan = plan;
+    // app.kernel (build option --kernel) pins the fast path's kernel; 'auto' takes the fastest that applies.
+    const want = app.kernel || 'auto';
+    if (!KERNELS.includes(want)) throw new Error('unknown kernel "' + want + '"; known: ' + KERNELS.join(', '));
+    plan = want === 'tfjs-cpu' ? null : extractDenseStack(model);
+    unrolled = plan && (want === 'auto' || want === 'dense-unrolled') ? compileUnrolled(plan, standardize) : null;
+    kernel = unrolled ? 'dense-unrolled' : plan ? 'dense-js' : 'tfjs-cpu';
+    if (want !== 'auto' && want !== kernel) {
+      throw new Error('kernel "' + want + '" does not apply to this model (it would run ' + kernel + ')');
+    }
     return { kernel };
   },
 
@@ -108,7 +117,15 @@ const ml = {
       input = new Float32Array(inputBuffer);
       output = new Float32Array(outputBuffer);
       prepared = new Float32Array(rows * nIn);
-      forward = ml._plan ? compileDenseStack(ml._plan, rows) : tfjsForward;
+      if (unrolled) {
+        forward = unrolled;
+      } else {
+        const net = plan ? compileDenseStack(plan, rows) : tfjsForward;
+        forward = (x, y, n) => {
+          preprocess(x, prepared, n);
+          net(prepared, y, n);
+        };
+      }
     }
     return [inputBuffer, outputBuffer];
   },
@@ -120,8 +137,7 @@ const ml = {
     if (!(Number.isInteger(n) && n >= 0 && n <= maxRows)) {
       throw new Error('predictBuffer(n): n must be an integer in 0..' + maxRows);
     }
-    preprocess(input, prepared, n);
-    forward(prepared, output, n);
+    forward(input, output, n);
     return n * nOut;
   },
 

@@ -112,3 +112,82 @@ export function compileDenseStack(plan, maxRows) {
     }
   };
 }
+
+// Straight-line code for small stacks: one generated function per model whose body computes a whole row with
+// the weights as literals and the activations in locals, so V8 compiles it to register arithmetic with no
+// loads of weights or intermediates. Standardization is fused in front. Each layer's results are rounded to
+// float32 (Math.fround), as the training framework computes in float32.
+const MAX_UNROLLED_MACS = 16384;
+
+function lit(v) {
+  // A float32 value printed as the shortest double that round-trips: exact.
+  return Object.is(v, -0) ? '-0' : String(v);
+}
+
+function activationCode(act, names) {
+  const f = (expr) => names.map((n) => `${n} = ${expr(n)};`).join('\n');
+  switch (act) {
+    case 'linear':
+      return '';
+    case 'relu':
+      return f((n) => `${n} > 0 ? ${n} : 0`);
+    case 'relu6':
+      return f((n) => `${n} > 0 ? (${n} < 6 ? ${n} : 6) : 0`);
+    case 'sigmoid':
+      return f((n) => `Math.fround(1 / (1 + Math.exp(-${n})))`);
+    case 'tanh':
+      return f((n) => `Math.fround(Math.tanh(${n}))`);
+    case 'elu':
+      return f((n) => `${n} > 0 ? ${n} : Math.fround(Math.exp(${n}) - 1)`);
+    case 'selu':
+      return f((n) => `${n} > 0 ? Math.fround(1.0507009873554805 * ${n}) : ` +
+        `Math.fround(1.7580993408473766 * (Math.exp(${n}) - 1))`);
+    case 'softmax': {
+      const lines = [`let m = ${names[0]};`];
+      for (const n of names.slice(1)) lines.push(`if (${n} > m) m = ${n};`);
+      for (const n of names) lines.push(`${n} = Math.exp(${n} - m);`);
+      lines.push(`const sum = ${names.join(' + ')};`);
+      for (const n of names) lines.push(`${n} = ${n} / sum;`);
+      return '{\n' + lines.join('\n') + '\n}';
+    }
+    default:
+      throw new Error('unsupported activation ' + act);
+  }
+}
+
+// Returns forward(rawInput, output, n) or null when the model is too large to unroll.
+export function compileUnrolled(plan, standardize) {
+  const macs = plan.reduce((s, l) => s + l.inSize * l.outSize, 0);
+  if (macs > MAX_UNROLLED_MACS) return null;
+  const nIn = plan[0].inSize;
+  const nOut = plan[plan.length - 1].outSize;
+  const body = [];
+  let names = [];
+  for (let i = 0; i < nIn; i++) {
+    const v = `x[xi + ${i}]`;
+    const expr = standardize ? `Math.fround((${v} - ${lit(standardize.mean[i])}) / ${lit(standardize.std[i])})` : v;
+    body.push(`const a0_${i} = ${expr};`);
+    names.push(`a0_${i}`);
+  }
+  plan.forEach((layer, l) => {
+    const outNames = [];
+    for (let o = 0; o < layer.outSize; o++) {
+      const terms = [lit(layer.b[o])];
+      for (let i = 0; i < layer.inSize; i++) {
+        const w = layer.w[o * layer.inSize + i];
+        if (w !== 0) terms.push(`${names[i]} * ${lit(w)}`);
+      }
+      const name = `a${l + 1}_${o}`;
+      body.push(`let ${name} = Math.fround(${terms.join(' + ')});`);
+      outNames.push(name);
+    }
+    const act = activationCode(layer.act, outNames);
+    if (act) body.push(act);
+    names = outNames;
+  });
+  names.forEach((n, o) => body.push(`y[yi + ${o}] = ${n};`));
+  const src = `for (let r = 0, xi = 0, yi = 0; r < n; r++, xi += ${nIn}, yi += ${nOut}) {\n` +
+    body.join('\n') + '\n}\nreturn n;';
+  // eslint-disable-next-line no-new-func
+  return new Function('x', 'y', 'n', src);
+}

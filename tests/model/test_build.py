@@ -25,7 +25,7 @@ def test_build_writes_the_store_layout(built_stores: dict[str, Path]) -> None:
     assert sorted(p.name for p in store.iterdir()) == ["bundles", "version.json"]
     # Third-party licence notices travel with the library code; no Node-only modules are bundled.
     text = data.decode()
-    assert "@license" in text and "require(\"util\")" not in text
+    assert "@license" in text and 'require("util")' not in text
 
 
 def test_build_is_reproducible(tmp_path: Path, built_stores: dict[str, Path], monkeypatch) -> None:
@@ -42,12 +42,12 @@ def test_version_label_override(tmp_path: Path) -> None:
 
 
 def test_build_errors_are_clear(tmp_path: Path) -> None:
-    with pytest.raises(BuildError, match="app.json not found"):
+    with pytest.raises(BuildError, match=r"app\.json not found"):
         src = tmp_path / "noapp"
         shutil.copytree(EXAMPLES / "v2", src)
         (src / "app.json").unlink()
         build_bundle(src, tmp_path / "out")
-    with pytest.raises(BuildError, match="not a TF.js layers model"):
+    with pytest.raises(BuildError, match=r"not a TF\.js layers model"):
         src = tmp_path / "notlayers"
         src.mkdir()
         (src / "model.json").write_text('{"format": "graph-model"}')

@@ -1,6 +1,7 @@
-"""The whole model path: Keras training -> tensorflowjs conversion -> bundle -> V8, against Keras' outputs.
+"""The whole model path: Keras training -> tensorflowjs -> bundle -> V8, against Keras' outputs.
 
-Needs the train extra; `make test` installs it into .venv-train and passes its interpreter as TRAIN_PYTHON.
+Needs the train extra; `make test` installs it into .venv-train and passes its interpreter as
+TRAIN_PYTHON.
 """
 
 from __future__ import annotations
@@ -16,17 +17,26 @@ import pytest
 from model.bundle import MODEL_DIR, build_bundle, bundle_path
 from reloader.runtime import ModelRuntime
 
-TRAIN_PYTHON = os.environ.get("TRAIN_PYTHON", str(MODEL_DIR.parent / ".venv-train" / "bin" / "python"))
+TRAIN_PYTHON = os.environ.get(
+    "TRAIN_PYTHON", str(MODEL_DIR.parent / ".venv-train" / "bin" / "python")
+)
 
 
 @pytest.mark.train
 def test_train_convert_build_predict(tmp_path: Path, wine) -> None:
     if not Path(TRAIN_PYTHON).exists():
         if os.environ.get("CI"):
-            pytest.fail(f"TRAIN_PYTHON={TRAIN_PYTHON} missing: CI must run the train path (make setup-train)")
+            pytest.fail(
+                f"TRAIN_PYTHON={TRAIN_PYTHON} missing: CI must run the train path "
+                "(make setup-train)"
+            )
         pytest.skip("train extra not installed: run `make setup-train`")
-    proc = subprocess.run([TRAIN_PYTHON, str(MODEL_DIR / "train.py"), "--out", str(tmp_path / "models")],
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [TRAIN_PYTHON, str(MODEL_DIR / "train.py"), "--out", str(tmp_path / "models")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     print(proc.stdout)
     for version, floor in (("v1", None), ("v2", 0.93)):

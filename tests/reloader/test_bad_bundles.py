@@ -34,9 +34,13 @@ CASES = [
 
 
 @pytest.mark.parametrize("kind, error, stage, fragment", CASES, ids=[c[0] for c in CASES])
-def test_bad_bundle_is_refused_with_a_typed_error(bundle_v2: bytes, wine, kind, error, stage, fragment) -> None:
+def test_bad_bundle_is_refused_with_a_typed_error(
+    bundle_v2: bytes, wine, kind, error, stage, fragment
+) -> None:
     with pytest.raises(error) as info:
-        ModelRuntime(bad_bundle(bundle_v2, kind), heap_limit=64 << 20, call_timeout=1.0, init_timeout=1.0)
+        ModelRuntime(
+            bad_bundle(bundle_v2, kind), heap_limit=64 << 20, call_timeout=1.0, init_timeout=1.0
+        )
     err = info.value
     assert err.stage == stage
     assert fragment in str(err)

@@ -7,8 +7,9 @@ import threading
 import numpy as np
 import pytest
 
+from model.bundle import EXAMPLES, build_bundle, bundle_path
 from reloader.codec import Prediction
-from reloader.errors import InputError, RuntimeClosed
+from reloader.errors import BundleError, InputError, RuntimeClosed
 from reloader.runtime import ModelRuntime
 
 
@@ -17,7 +18,7 @@ def test_v2_reproduces_keras_on_all_rows_and_is_accurate(bundle_v2: bytes, wine)
     with ModelRuntime(bundle_v2) as rt:
         assert rt.meta.name == "wine" and rt.meta.version == "v2"
         assert rt.meta.inputs == tuple(wine.features)
-        assert rt.meta.kernel == "dense-js"
+        assert rt.meta.kernel == "dense-unrolled"
         assert rt.self_test_delta is not None and rt.self_test_delta <= 1e-5
         out = rt.predict(wine.x)
     assert out.shape == (178, 3) and out.dtype == np.float32
@@ -29,6 +30,24 @@ def test_v2_reproduces_keras_on_all_rows_and_is_accurate(bundle_v2: bytes, wine)
     accuracy = float((out[test_rows].argmax(axis=1) == wine.y[test_rows]).mean())
     print(f"held-out accuracy in V8: {accuracy:.4f} ({int(test_rows.sum())} rows)")
     assert accuracy >= 0.93
+
+
+@pytest.mark.parametrize("kernel", ["dense-unrolled", "dense-js", "tfjs-cpu"])
+def test_every_fast_path_kernel_reproduces_keras(tmp_path, wine, kernel: str) -> None:
+    build_bundle(EXAMPLES / "v2", tmp_path, kernel=kernel)
+    with ModelRuntime(bundle_path(tmp_path).read_bytes(), max_batch=64) as rt:
+        assert rt.meta.kernel == kernel
+        out = rt.predict(wine.x)
+    delta = float(np.abs(out - np.asarray(wine.reference("v2")["outputs"])).max())
+    print(f"{kernel}: max |V8 - Keras| {delta:.3g}")
+    assert delta <= 1e-5
+
+
+def test_unknown_kernel_is_refused_at_init(tmp_path) -> None:
+    build_bundle(EXAMPLES / "v2", tmp_path, kernel="gpu")
+    with pytest.raises(BundleError, match='unknown kernel "gpu"') as info:
+        ModelRuntime(bundle_path(tmp_path).read_bytes())
+    assert info.value.stage == "init"
 
 
 def test_json_path_matches_fast_path(bundle_v2: bytes, wine) -> None:
@@ -57,7 +76,7 @@ def test_max_batch_is_capped_by_the_bundle(bundle_v2: bytes) -> None:
 
 def test_predict_rows_uses_the_codec(bundle_v2: bytes, wine) -> None:
     with ModelRuntime(bundle_v2) as rt:
-        preds = rt.predict_rows(wine.records[:5] + [list(wine.x[5])])
+        preds = rt.predict_rows([*wine.records[:5], list(wine.x[5])])
     assert all(isinstance(p, Prediction) for p in preds)
     assert [p.label for p in preds[:5]] == [f"class_{c}" for c in wine.y[:5]]
     assert preds[0].score == max(preds[0].scores)
@@ -74,7 +93,9 @@ def test_predict_rows_uses_the_codec(bundle_v2: bytes, wine) -> None:
         (["abc"], "expected a mapping or a sequence"),
     ],
 )
-def test_codec_rejects_bad_records_with_typed_errors(bundle_v2: bytes, records, fragment: str) -> None:
+def test_codec_rejects_bad_records_with_typed_errors(
+    bundle_v2: bytes, records, fragment: str
+) -> None:
     with ModelRuntime(bundle_v2) as rt:
         with pytest.raises(InputError, match=fragment) as info:
             rt.predict_rows(records)
@@ -108,7 +129,8 @@ def test_close_is_idempotent_and_final(bundle_v2: bytes) -> None:
 
 
 def test_runtimes_are_independent_across_threads(bundle_v1: bytes, bundle_v2: bytes, wine) -> None:
-    # Each thread creates, uses and closes its own runtime; creation is serialized inside ModelRuntime.
+    # Each thread creates, uses and closes its own runtime; creation is serialized inside
+    # ModelRuntime.
     results: dict[str, np.ndarray] = {}
     errors: list[BaseException] = []
 
@@ -120,8 +142,11 @@ def test_runtimes_are_independent_across_threads(bundle_v1: bytes, bundle_v2: by
         except BaseException as e:  # pragma: no cover - reported below
             errors.append(e)
 
-    threads = [threading.Thread(target=work, args=(f"{v}-{i}", b))
-               for i in range(3) for v, b in (("v1", bundle_v1), ("v2", bundle_v2))]
+    threads = [
+        threading.Thread(target=work, args=(f"{v}-{i}", b))
+        for i in range(3)
+        for v, b in (("v1", bundle_v1), ("v2", bundle_v2))
+    ]
     for t in threads:
         t.start()
     for t in threads:

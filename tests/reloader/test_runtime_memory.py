@@ -28,7 +28,10 @@ def test_create_close_cycles_do_not_grow_rss(bundle_v2: bytes, wine) -> None:
             gc.collect()
             samples.append(proc.memory_info().rss)
     growth_mb = (samples[-1] - baseline) / 2**20
-    print(f"RSS baseline {baseline / 2**20:.1f} MB, after 50/100/150/200 cycles: "
-          + ", ".join(f"{s / 2**20:.1f}" for s in samples) + f" MB; growth {growth_mb:.1f} MB")
+    print(
+        f"RSS baseline {baseline / 2**20:.1f} MB, after 50/100/150/200 cycles: "
+        + ", ".join(f"{s / 2**20:.1f}" for s in samples)
+        + f" MB; growth {growth_mb:.1f} MB"
+    )
     assert growth_mb <= 30
     assert np.isfinite(out).all()
