@@ -1,4 +1,4 @@
-"""Rows/s of the V8 fast path, the JSON path and numpy on the same weights, side by side.
+"""Rows/s of the V8 fast path (each kernel), the JSON path and numpy on the same weights.
 
     python bench/v8_predict.py [--seconds 1.0] [--batches 1,16,256,4096] [--json out.json]
 
@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 ROUNDS = 7
+KERNELS = ("auto", "dense-js", "tfjs-cpu")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -118,53 +119,56 @@ def main(argv: list[str] | None = None) -> int:
 
     _, _, x_all, _ = load_wine_csv()
     reference = NumpyWine(EXAMPLES / "v2")
+    bundles = {}
     with tempfile.TemporaryDirectory() as tmp:
-        build_bundle(EXAMPLES / "v2", tmp)
-        bundle = bundle_path(tmp).read_bytes()
+        for kernel in KERNELS:
+            build_bundle(EXAMPLES / "v2", Path(tmp) / kernel, kernel=kernel)
+            bundles[kernel] = bundle_path(Path(tmp) / kernel).read_bytes()
     from importlib.metadata import version
 
     print(
         f"machine: {os.cpu_count()} cores, {cpu_model()}; python {platform.python_version()}, "
         f"numpy {np.__version__}, mini-racer {version('mini-racer')}"
     )
+    print(
+        f"bundle: wine v2, {len(bundles['auto']):,} bytes; fast path = kernel auto (dense-unrolled)"
+    )
+    names = ["fast", "dense-js", "tfjs-cpu", "json", "numpy"]
+    print(
+        f"{'batch':>6} "
+        + " ".join(f"{n + ' rows/s':>16}" for n in names)
+        + " "
+        + " ".join(f"{n + '/numpy':>15}" for n in names[:-1])
+    )
     results = []
-    with ModelRuntime(bundle) as rt:
-        print(
-            f"bundle: {rt.meta.name} {rt.meta.version}, kernel {rt.meta.kernel}, "
-            f"{len(bundle):,} bytes"
-        )
-        print(
-            f"{'batch':>6} {'fast rows/s':>13} {'json rows/s':>13} {'numpy rows/s':>13} "
-            f"{'fast/numpy':>10} {'json/numpy':>10}"
-        )
+    runtimes = {k: ModelRuntime(b) for k, b in bundles.items()}
+    try:
+        assert runtimes["auto"].meta.kernel == "dense-unrolled", runtimes["auto"].meta.kernel
         for b in batches:
             x = np.ascontiguousarray(np.resize(x_all.astype(np.float32), (b, x_all.shape[1])))
             records = x.tolist()
-            np.testing.assert_allclose(rt.predict(x), reference(x), atol=1e-5)
-            r = rates(
-                {
-                    "fast": lambda x=x: rt.predict(x),
-                    "json": lambda r=records: rt.predict_records(r),
-                    "numpy": lambda x=x: reference(x),
-                },
-                b,
-                args.seconds,
-            )
-            fast, slow, ref = r["fast"], r["json"], r["numpy"]
-            results.append(
-                {
-                    "batch": b,
-                    "fast_rows_s": fast,
-                    "json_rows_s": slow,
-                    "numpy_rows_s": ref,
-                    "fast_vs_numpy": fast / ref,
-                    "json_vs_numpy": slow / ref,
-                }
-            )
+            for rt in runtimes.values():
+                np.testing.assert_allclose(rt.predict(x), reference(x), atol=1e-5)
+            fns: dict[str, Callable[[], object]] = {
+                "fast": lambda x=x: runtimes["auto"].predict(x),
+                "dense-js": lambda x=x: runtimes["dense-js"].predict(x),
+                "tfjs-cpu": lambda x=x: runtimes["tfjs-cpu"].predict(x),
+                "json": lambda r=records: runtimes["auto"].predict_records(r),
+                "numpy": lambda x=x: reference(x),
+            }
+            r = rates(fns, b, args.seconds)
+            row = {"batch": b, **{f"{n}_rows_s": r[n] for n in names}}
+            row.update({f"{n}_vs_numpy": r[n] / r["numpy"] for n in names[:-1]})
+            results.append(row)
             print(
-                f"{b:>6} {fast:>13,.0f} {slow:>13,.0f} {ref:>13,.0f} "
-                f"{fast / ref:>10.3f} {slow / ref:>10.3f}"
+                f"{b:>6} "
+                + " ".join(f"{r[n]:>16,.0f}" for n in names)
+                + " "
+                + " ".join(f"{r[n] / r['numpy']:>15.3f}" for n in names[:-1])
             )
+    finally:
+        for rt in runtimes.values():
+            rt.close()
     if args.json:
         args.json.write_text(
             json.dumps({"cpu": cpu_model(), "cores": os.cpu_count(), "rows": results}, indent=1)
