@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -155,3 +158,27 @@ def test_runtimes_are_independent_across_threads(bundle_v1: bytes, bundle_v2: by
     assert all(not t.is_alive() for t in threads)
     np.testing.assert_array_equal(results["v2-0"], results["v2-2"])
     assert not np.array_equal(results["v1-0"], results["v2-0"])
+
+
+def test_forgotten_runtimes_do_not_hang_interpreter_exit(built_stores, tmp_path) -> None:
+    # A program that never closes its runtimes (one made in a thread) must still exit promptly.
+    script = tmp_path / "forget.py"
+    script.write_text(
+        "import sys, threading, numpy as np\n"
+        "from reloader.runtime import ModelRuntime\n"
+        "data = open(sys.argv[1], 'rb').read()\n"
+        "kept = [ModelRuntime(data) for _ in range(2)]\n"
+        "kept[0].predict(np.ones((3, 13), np.float32))\n"
+        "t = threading.Thread(target=lambda: kept.append(ModelRuntime(data)))\n"
+        "t.start(); t.join()\n"
+        "print('done', len(kept))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script), str(bundle_path(built_stores["v2"]))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "done 3"
