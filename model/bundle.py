@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -49,7 +48,7 @@ def build_bundle(
         cmd += ["--name", name]
     if kernel:
         cmd += ["--kernel", kernel]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise BuildError(
             f"bundle build failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}"

@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             if delay > 0:
                 time.sleep(delay)
             if i == swap_at and builder is None:
-                # Build the new version on another thread, as the reloader does; serving goes on
-                # meanwhile.
+                # Build the new version on another thread, as the reloader does; serving goes
+                # on meanwhile.
                 def build() -> None:
                     ready.append(ModelRuntime(stores["v2"].read_bytes()))
 

@@ -128,8 +128,7 @@ class ModelRuntime:
             self.close()
             raise
 
-    # -- hot path
-    # ---------------------------------------------------------------------------------------
+    # -- hot path ---------------------------------------------------------------------------------
 
     def predict(self, x: npt.ArrayLike) -> Matrix:
         """float32 matrix [n, len(meta.inputs)] of raw features -> float32 [n, len(meta.outputs)].
@@ -201,8 +200,7 @@ class ModelRuntime:
             )
         return results
 
-    # -- life cycle
-    # -------------------------------------------------------------------------------------
+    # -- life cycle -------------------------------------------------------------------------------
 
     def run_self_test(self) -> float:
         """Runs `ml.selfTest` through both paths; returns the largest difference seen or raises."""
@@ -259,8 +257,7 @@ class ModelRuntime:
             self._closed_reason = "closed"
         ctx, self._ctx = self._ctx, None
         # Views into V8-owned memory must be gone before the isolate is: a live view would point
-        # into freed
-        # memory and crash the interpreter on the next access.
+        # into freed memory and crash the interpreter on the next access.
         self._in = self._out = None
         views, self._views = self._views, None
         if views is not None:
@@ -286,15 +283,13 @@ class ModelRuntime:
         what = f"{meta.name} {meta.version}" if meta else "loading"
         return f"<ModelRuntime {what} {state}>"
 
-    # -- internals
-    # --------------------------------------------------------------------------------------
+    # -- internals --------------------------------------------------------------------------------
 
     def _run(self, code: str, *, stage: str, timeout: float) -> Any:
         """Evaluates `code`, awaiting a promise result, and maps mini-racer's errors to ours."""
         ctx = self._ctx
         if ctx is None:
             self._raise_closed()
-        what = code if len(code) < 60 else "the bundle" if stage == "eval" else code[:40] + "…"
         try:
             result = ctx.eval(code, timeout_sec=timeout)
             if isinstance(result, JSPromise):
@@ -302,11 +297,13 @@ class ModelRuntime:
             return result
         except JSTimeoutException:
             self._break(f"{stage} timed out")
-            raise BundleTimeout(f"{what} was terminated", stage=stage, timeout=timeout) from None
+            raise BundleTimeout(
+                f"{_describe(code, stage)} was terminated", stage=stage, timeout=timeout
+            ) from None
         except JSOOMException:
             self._break(f"{stage} exhausted the heap")
             raise BundleMemoryError(
-                f"{what} was stopped", stage=stage, heap_limit=self.heap_limit
+                f"{_describe(code, stage)} was stopped", stage=stage, heap_limit=self.heap_limit
             ) from None
         except (JSEvalException, JSPromiseError) as e:
             bad_input = _JS_INPUT_ERROR.search(str(e))
@@ -315,7 +312,9 @@ class ModelRuntime:
                 raise InputError(
                     bad_input.group(1), row=int(row.group(1)) if row else None
                 ) from None
-            raise BundleError(f"{what} threw", stage=stage, js_message=str(e)) from None
+            raise BundleError(
+                f"{_describe(code, stage)} threw", stage=stage, js_message=str(e)
+            ) from None
 
     def _break(self, reason: str) -> None:
         # After a termination V8 state is suspect (a half-run predict, a half-built heap): stop
@@ -367,6 +366,13 @@ class ModelRuntime:
                 )
         self._in = np.frombuffer(views[0], dtype=np.float32, count=need[0] // 4).reshape(rows, -1)
         self._out = np.frombuffer(views[1], dtype=np.float32, count=need[1] // 4).reshape(rows, -1)
+
+
+def _describe(code: str, stage: str) -> str:
+    # For error messages only: the bundle's source is never quoted.
+    if stage == "eval":
+        return "the bundle"
+    return code if len(code) < 60 else code[:40] + "…"
 
 
 def _to_meta(meta: dict[str, Any], *, kernel: str) -> BundleMeta:

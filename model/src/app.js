@@ -116,10 +116,10 @@ const ml = {
       outputBuffer = new ArrayBuffer(rows * nOut * 4);
       input = new Float32Array(inputBuffer);
       output = new Float32Array(outputBuffer);
-      prepared = new Float32Array(rows * nIn);
       if (unrolled) {
-        forward = unrolled;
+        forward = unrolled; // standardization is fused into the generated code
       } else {
+        prepared = new Float32Array(rows * nIn);
         const net = plan ? compileDenseStack(plan, rows) : tfjsForward;
         forward = (x, y, n) => {
           preprocess(x, prepared, n);

@@ -4,6 +4,8 @@
 // cover run TF.js itself, and the self-test compares both against the training framework's outputs.
 
 const ACTIVATIONS = new Set(['linear', 'relu', 'sigmoid', 'tanh', 'softmax', 'elu', 'selu', 'relu6']);
+const SELU_ALPHA = 1.6732632423543772;
+const SELU_SCALE = 1.0507009873554805;
 const SKIPPED = new Set(['InputLayer', 'Dropout', 'GaussianNoise', 'GaussianDropout', 'AlphaDropout']);
 
 function activationName(layer) {
@@ -57,15 +59,12 @@ function applyActivation(act, y, base, size) {
     case 'elu':
       for (let j = 0; j < size; j++) if (y[base + j] < 0) y[base + j] = Math.exp(y[base + j]) - 1;
       return;
-    case 'selu': {
-      const a = 1.6732632423543772;
-      const s = 1.0507009873554805;
+    case 'selu':
       for (let j = 0; j < size; j++) {
         const v = y[base + j];
-        y[base + j] = v > 0 ? s * v : s * a * (Math.exp(v) - 1);
+        y[base + j] = v > 0 ? SELU_SCALE * v : SELU_SCALE * SELU_ALPHA * (Math.exp(v) - 1);
       }
       return;
-    }
     case 'softmax': {
       let m = -Infinity;
       for (let j = 0; j < size; j++) if (y[base + j] > m) m = y[base + j];
@@ -140,8 +139,8 @@ function activationCode(act, names) {
     case 'elu':
       return f((n) => `${n} > 0 ? ${n} : Math.fround(Math.exp(${n}) - 1)`);
     case 'selu':
-      return f((n) => `${n} > 0 ? Math.fround(1.0507009873554805 * ${n}) : ` +
-        `Math.fround(1.7580993408473766 * (Math.exp(${n}) - 1))`);
+      return f((n) => `${n} > 0 ? Math.fround(${SELU_SCALE} * ${n}) : ` +
+        `Math.fround(${SELU_SCALE * SELU_ALPHA} * (Math.exp(${n}) - 1))`);
     case 'softmax': {
       const lines = [`let m = ${names[0]};`];
       for (const n of names.slice(1)) lines.push(`if (${n} > m) m = ${n};`);
