@@ -98,3 +98,64 @@ class InputError(ReloaderError, ValueError):
         self.row = row
         self.feature = feature
         super().__init__(message)
+
+
+class ManifestError(ReloaderError):
+    """A `version.json` that cannot be used: not JSON, unknown `format`, or a bad field.
+
+    Attributes:
+        field: the offending field (None when the document as a whole is wrong).
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        where = f"manifest field `{field}`" if field else "manifest"
+        super().__init__(f"{where}: {message}")
+
+
+class SourceError(ReloaderError):
+    """The store could not be read or written: network, HTTP status, S3 error, credentials, disk.
+
+    Attributes:
+        url: what was being accessed.
+        status: the HTTP status or S3 error code, when there was one.
+    """
+
+    def __init__(self, message: str, *, url: str, status: int | str | None = None) -> None:
+        self.url = url
+        self.status = status
+        super().__init__(f"{message} ({url})")
+
+
+class MissingObject(SourceError):
+    """The store answered that the object does not exist (HTTP 404, S3 NoSuchKey, no such file)."""
+
+
+class NotReady(ReloaderError):
+    """No model can serve yet: the manifest names a bundle that is not (yet) in the store, or
+    `HotModel.predict` was called before `start()`. Retried, never quarantined."""
+
+
+class IntegrityError(ReloaderError):
+    """Downloaded bytes are not what the manifest promised.
+
+    Attributes:
+        what: the property checked: sha256, size, size cap, signature.
+        expected: what the manifest (or the configuration) asked for.
+        actual: what was found.
+    """
+
+    def __init__(self, message: str, *, what: str, expected: object, actual: object) -> None:
+        self.what = what
+        self.expected = expected
+        self.actual = actual
+        super().__init__(message)
+
+
+class SignatureError(IntegrityError):
+    """A public key is configured and the manifest is unsigned, signed by another key, or its
+    signature does not match its contents."""
+
+
+class CacheError(ReloaderError):
+    """The local bundle cache cannot be written (permissions, disk full)."""

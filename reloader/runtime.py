@@ -89,7 +89,7 @@ class ModelRuntime:
         call_timeout: float = DEFAULT_CALL_TIMEOUT,
         init_timeout: float = DEFAULT_INIT_TIMEOUT,
         max_batch: int | None = None,
-        self_test: bool = True,
+        self_test: bool | Mapping[str, Any] = True,
         check_outputs: bool = True,
     ) -> None:
         self.heap_limit = heap_limit
@@ -123,7 +123,11 @@ class ModelRuntime:
             self.max_batch = rows
             self._allocate(rows)
             self.codec = RecordCodec(self.meta)
-            self.self_test_delta: float | None = self.run_self_test() if self_test else None
+            self.self_test_inputs: Matrix | None = None
+            self.self_test_delta: float | None = None
+            if self_test is not False:
+                spec = None if self_test is True else self_test
+                self.self_test_delta = self.run_self_test(spec)
         except BaseException:
             self.close()
             raise
@@ -202,15 +206,23 @@ class ModelRuntime:
 
     # -- life cycle -------------------------------------------------------------------------------
 
-    def run_self_test(self) -> float:
-        """Runs `ml.selfTest` through both paths; returns the largest difference seen or raises."""
-        st = self._run(
-            "JSON.stringify(ml.selfTest === undefined ? null : ml.selfTest)",
-            stage="selftest",
-            timeout=self.call_timeout,
-        )
-        spec: Any = json.loads(st) if isinstance(st, str) else None
+    def run_self_test(self, spec: Mapping[str, Any] | None = None) -> float:
+        """Runs a self-test through both paths; returns the largest difference seen or raises.
+
+        Args:
+            spec: `{inputs, expected, tolerance}` to use instead of the bundle's `ml.selfTest`
+                (a manifest's `self_test` override).
+        """
+        if spec is None:
+            st = self._run(
+                "JSON.stringify(ml.selfTest === undefined ? null : ml.selfTest)",
+                stage="selftest",
+                timeout=self.call_timeout,
+            )
+            spec = json.loads(st) if isinstance(st, str) else None
         try:
+            if not isinstance(spec, Mapping):
+                raise TypeError("no self-test")
             inputs = np.asarray(spec["inputs"], dtype=np.float64)
             expected = np.asarray(spec["expected"], dtype=np.float64)
             tolerance = float(spec["tolerance"])
@@ -229,6 +241,7 @@ class ModelRuntime:
                 stage="selftest",
             ) from None
         worst = 0.0
+        self.self_test_inputs = inputs.astype(np.float32)
         fast = self.predict(inputs)
         records = self.predict_records(inputs.tolist())
         try:

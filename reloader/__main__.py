@@ -1,0 +1,5 @@
+import sys
+
+from reloader.cli import main
+
+sys.exit(main())

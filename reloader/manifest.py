@@ -1,0 +1,411 @@
+"""The store's `version.json`: parse, validate, canonical bytes, Ed25519 sign and verify.
+
+A manifest is the one mutable object of a store and its commit marker: it names an immutable,
+content-addressed bundle by key, hash and size. `parse(data)` accepts any bytes and returns a
+`Manifest` or raises `ManifestError` naming the field; it never raises anything else.
+
+Signing covers `canonical_bytes()`: every field but `signature`, as compact JSON with sorted keys,
+UTF-8. `key_id` is part of the signed bytes, so it cannot be swapped to point at another key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from reloader.errors import ManifestError, SignatureError
+
+FORMAT = 1
+MANIFEST_NAME = "version.json"
+MAX_MANIFEST_BYTES = 64 << 10
+MAX_BUNDLE_SIZE = 1 << 40
+_SELF_TEST_MAX_ROWS = 1024
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_KEY_ID = re.compile(r"[0-9a-f]{16}")
+_KEY_SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
+_B64_KEY = re.compile(r"[A-Za-z0-9+/]{43}=")
+_FIELDS = ("format", "model", "version", "bundle", "sha256", "size", "created")
+_OPTIONAL = ("signature", "key_id", "self_test")
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    """One `version.json`. Build one with `Manifest.for_bundle` or `parse`; never mutate.
+
+    Attributes:
+        model: the model's name (`[A-Za-z0-9][A-Za-z0-9._-]*`).
+        version: the publisher's label for this version (printable text, up to 128 chars).
+        bundle: the bundle's key relative to the store root, e.g. `bundles/<sha256>.js`.
+        sha256: lowercase hex SHA-256 of the bundle's bytes.
+        size: the bundle's size in bytes.
+        created: RFC 3339 time stamp with a time zone.
+        signature: base64 Ed25519 signature over `canonical_bytes()`, if signed.
+        key_id: `key_id(public_key)` of the signing key, if signed.
+        self_test: optional `{inputs, expected, tolerance}` that replaces the bundle's own.
+    """
+
+    model: str
+    version: str
+    bundle: str
+    sha256: str
+    size: int
+    created: str
+    format: int = FORMAT
+    signature: str | None = None
+    key_id: str | None = None
+    self_test: Mapping[str, Any] | None = None
+
+    @classmethod
+    def for_bundle(
+        cls, data: bytes, *, model: str, version: str, created: str | None = None
+    ) -> Manifest:
+        """The manifest that publishes `data` under the content-addressed key."""
+        sha = hashlib.sha256(data).hexdigest()
+        stamp = created or datetime.now().astimezone().isoformat(timespec="seconds")
+        fields = {
+            "format": FORMAT,
+            "model": model,
+            "version": version,
+            "bundle": f"bundles/{sha}.js",
+            "sha256": sha,
+            "size": len(data),
+            "created": stamp,
+        }
+        return from_mapping(fields)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Fields in publishing order; optional fields only when set."""
+        out: dict[str, Any] = {name: getattr(self, name) for name in _FIELDS}
+        for name in _OPTIONAL:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = dict(value) if name == "self_test" else value
+        return out
+
+    def to_bytes(self) -> bytes:
+        """The document to store as `version.json` (indented JSON, trailing newline)."""
+        return (json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n").encode()
+
+    def canonical_bytes(self) -> bytes:
+        """The bytes a signature covers: all fields but `signature`, compact, keys sorted."""
+        fields = self.to_dict()
+        fields.pop("signature", None)
+        return json.dumps(
+            fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode()
+
+    def signed(self, private_key: Ed25519PrivateKey) -> Manifest:
+        """A copy signed with `private_key` (replaces any earlier signature)."""
+        unsigned = dataclasses.replace(
+            self, signature=None, key_id=key_id(private_key.public_key())
+        )
+        signature = private_key.sign(unsigned.canonical_bytes())
+        return dataclasses.replace(unsigned, signature=base64.b64encode(signature).decode())
+
+    def verify(self, public_key: Ed25519PublicKey) -> None:
+        """Raises `SignatureError` unless this manifest carries a valid signature by the key."""
+        expected = key_id(public_key)
+        if self.signature is None:
+            raise SignatureError(
+                f"manifest of {self.model} {self.version} is not signed, and a public key "
+                f"({expected}) is configured: publish it with `--sign KEY`",
+                what="signature",
+                expected=expected,
+                actual=None,
+            )
+        if self.key_id != expected:
+            raise SignatureError(
+                f"manifest of {self.model} {self.version} is signed by key {self.key_id}, "
+                f"not by the configured key {expected}",
+                what="signature",
+                expected=expected,
+                actual=self.key_id,
+            )
+        try:
+            public_key.verify(base64.b64decode(self.signature), self.canonical_bytes())
+        except InvalidSignature:
+            raise SignatureError(
+                f"signature of {self.model} {self.version} does not match its contents "
+                "(the manifest was changed after signing)",
+                what="signature",
+                expected=expected,
+                actual="invalid",
+            ) from None
+
+
+def parse(data: bytes | str) -> Manifest:
+    """Parses and validates a `version.json`. Raises only `ManifestError`."""
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogatepass")
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"{len(data)} bytes; a manifest is at most {MAX_MANIFEST_BYTES}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ManifestError(f"not UTF-8 ({e.reason} at byte {e.start})") from None
+    try:
+        doc = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except ManifestError:
+        raise
+    except (ValueError, RecursionError) as e:
+        raise ManifestError(f"not JSON ({_first_line(e)})") from None
+    if not isinstance(doc, dict):
+        raise ManifestError(f"must be a JSON object, got {_json_type(doc)}")
+    return from_mapping(doc)
+
+
+def from_mapping(doc: Mapping[str, Any]) -> Manifest:
+    """Validates a decoded manifest document. Raises only `ManifestError`."""
+    fmt = doc.get("format")
+    if "format" not in doc:
+        raise ManifestError("missing; this reader understands format 1", field="format")
+    if type(fmt) is not int or fmt != FORMAT:
+        raise ManifestError(
+            f"{_show(fmt)} is not a format this reader understands (it reads {FORMAT}); "
+            "upgrade tf-on-flink",
+            field="format",
+        )
+    for name in doc:
+        if name not in _FIELDS and name not in _OPTIONAL:
+            raise ManifestError("unknown field in format 1", field=str(name)[:64])
+    for name in _FIELDS:
+        if name not in doc:
+            raise ManifestError("missing", field=name)
+    sha = _string(doc, "sha256")
+    if not _SHA256.fullmatch(sha):
+        raise ManifestError("must be 64 lowercase hex digits", field="sha256")
+    size = doc["size"]
+    if type(size) is not int or not 0 < size <= MAX_BUNDLE_SIZE:
+        raise ManifestError(f"must be a positive integer of bytes, got {_show(size)}", field="size")
+    model = _string(doc, "model")
+    if not _NAME.fullmatch(model):
+        raise ManifestError(
+            "must be 1-128 of letters, digits, '.', '_', '-' (starting with a letter or digit)",
+            field="model",
+        )
+    version = _string(doc, "version")
+    if not 0 < len(version) <= 128 or not version.isprintable():
+        raise ManifestError("must be 1-128 printable characters", field="version")
+    signature = doc.get("signature")
+    if signature is not None:
+        signature = _string(doc, "signature")
+        try:
+            raw = base64.b64decode(signature, validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) != 64:
+            raise ManifestError("must be a base64 Ed25519 signature (64 bytes)", field="signature")
+    key = doc.get("key_id")
+    if key is not None:
+        key = _string(doc, "key_id")
+        if not _KEY_ID.fullmatch(key):
+            raise ManifestError("must be 16 lowercase hex digits", field="key_id")
+    if (signature is None) != (key is None):
+        raise ManifestError("`signature` and `key_id` go together", field="signature")
+    self_test = doc.get("self_test")
+    if self_test is not None:
+        self_test = _self_test(self_test)
+    return Manifest(
+        format=FORMAT,
+        model=model,
+        version=version,
+        bundle=_bundle_key(doc),
+        sha256=sha,
+        size=size,
+        created=_created(doc),
+        signature=signature,
+        key_id=key,
+        self_test=self_test,
+    )
+
+
+def key_id(public_key: Ed25519PublicKey) -> str:
+    """Short identifier of a public key: the first 16 hex digits of SHA-256 of its raw bytes."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def generate_key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+def private_key_pem(private_key: Ed25519PrivateKey) -> bytes:
+    return private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def public_key_pem(public_key: Ed25519PublicKey) -> bytes:
+    return public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def load_private_key(source: str | Path | bytes) -> Ed25519PrivateKey:
+    """An Ed25519 private key from a PEM file (path) or PEM bytes, as written by `keygen`."""
+    pem = _read_key(source)
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as e:
+        raise SignatureError(
+            f"not an unencrypted PEM private key: {e}", what="key", expected="Ed25519", actual=None
+        ) from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise SignatureError(
+            "the private key is not Ed25519", what="key", expected="Ed25519", actual=type(key)
+        )
+    return key
+
+
+def load_public_key(source: str | Path | bytes) -> Ed25519PublicKey:
+    """An Ed25519 public key from a PEM file (path), PEM bytes, or base64 of the 32 raw bytes."""
+    pem = _read_key(source)
+    try:
+        if pem.lstrip().startswith(b"-----BEGIN"):
+            key = serialization.load_pem_public_key(pem)
+        else:
+            key = Ed25519PublicKey.from_public_bytes(base64.b64decode(pem.strip(), validate=True))
+    except (ValueError, TypeError, binascii.Error) as e:
+        raise SignatureError(
+            f"not an Ed25519 public key (PEM or base64 raw): {e}",
+            what="key",
+            expected="Ed25519",
+            actual=None,
+        ) from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise SignatureError(
+            "the public key is not Ed25519", what="key", expected="Ed25519", actual=type(key)
+        )
+    return key
+
+
+def _read_key(source: str | Path | bytes) -> bytes:
+    """Key material given inline (PEM text or base64) or as a file path."""
+    if isinstance(source, bytes):
+        return source
+    text = str(source)
+    if isinstance(source, str) and (text.startswith("-----BEGIN") or _B64_KEY.fullmatch(text)):
+        return text.encode()
+    try:
+        return Path(text).read_bytes()
+    except OSError as e:
+        raise SignatureError(
+            f"cannot read key file {text}: {e.strerror}", what="key", expected=text, actual=None
+        ) from None
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ManifestError("appears twice", field=key[:64])
+        out[key] = value
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise ManifestError(f"{name} is not allowed in a manifest")
+
+
+def _string(doc: Mapping[str, Any], name: str) -> str:
+    value = doc[name]
+    if not isinstance(value, str):
+        raise ManifestError(f"must be a string, got {_json_type(value)}", field=name)
+    return value
+
+
+def _bundle_key(doc: Mapping[str, Any]) -> str:
+    key = _string(doc, "bundle")
+    parts = key.split("/")
+    if (
+        not key
+        or len(key) > 512
+        or any(p in ("", ".", "..") or not _KEY_SEGMENT.fullmatch(p) for p in parts)
+    ):
+        raise ManifestError(
+            "must be a relative key like bundles/<sha256>.js (letters, digits, '.', '_', '-', "
+            "'/'; no empty, '.' or '..' segments)",
+            field="bundle",
+        )
+    return key
+
+
+def _created(doc: Mapping[str, Any]) -> str:
+    stamp = _string(doc, "created")
+    try:
+        parsed = datetime.fromisoformat(stamp) if len(stamp) <= 64 and "T" in stamp else None
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise ManifestError(
+            "must be an RFC 3339 time with a zone, e.g. 2026-11-23T10:00:00Z", field="created"
+        )
+    return stamp
+
+
+def _self_test(spec: Any) -> dict[str, Any]:
+    def fail(why: str) -> ManifestError:
+        return ManifestError(
+            f"{why}; expected {{inputs: [[number]], expected: [[number]], tolerance > 0}}",
+            field="self_test",
+        )
+
+    if not isinstance(spec, dict) or set(spec) != {"inputs", "expected", "tolerance"}:
+        raise fail("wrong shape")
+    tolerance = spec["tolerance"]
+    if type(tolerance) not in (int, float) or not 0 < tolerance < math.inf:
+        raise fail("tolerance must be a positive number")
+    rows = []
+    for name in ("inputs", "expected"):
+        table = spec[name]
+        if not isinstance(table, list) or not 0 < len(table) <= _SELF_TEST_MAX_ROWS:
+            raise fail(f"{name} must be a list of 1-{_SELF_TEST_MAX_ROWS} rows")
+        ok = all(
+            isinstance(row, list)
+            and len(row) == len(table[0])
+            and all(type(v) in (int, float) and math.isfinite(v) for v in row)
+            for row in table
+        )
+        if not ok or not table[0]:
+            raise fail(f"{name} rows must be equal-length lists of finite numbers")
+        rows.append(len(table))
+    if rows[0] != rows[1]:
+        raise fail("inputs and expected must have the same number of rows")
+    return {"inputs": spec["inputs"], "expected": spec["expected"], "tolerance": tolerance}
+
+
+def _show(value: Any) -> str:
+    if type(value) not in (int, float, str, bool) and value is not None:
+        return _json_type(value)
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:40] + "…"
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    if type(value) in (int, float):
+        return "a number"
+    return names.get(type(value), type(value).__name__)
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0][:120]

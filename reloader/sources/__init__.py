@@ -1,0 +1,123 @@
+"""Model stores by URL scheme: one registry, one entry point (`open_source`).
+
+A source is small: read the manifest with a validator (an unchanged manifest costs a 304 or a
+`stat`), stream a bundle, write an object (for `publish`). It knows nothing about polling or V8.
+
+    file:///srv/models/wine  or a plain path      reloader.sources.local.LocalSource
+    http://host:port/models/wine  (https too)      reloader.sources.http.HttpSource
+    s3://bucket/prefix                             reloader.sources.s3.S3Source
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from reloader.errors import ReloaderError, SourceError
+
+CHUNK = 256 << 10
+MANIFEST_NAME = "version.json"
+
+# scheme -> "module:Class", imported on first use so an unused backend costs nothing.
+REGISTRY: dict[str, str] = {
+    "file": "reloader.sources.local:LocalSource",
+    "http": "reloader.sources.http:HttpSource",
+    "https": "reloader.sources.http:HttpSource",
+    "s3": "reloader.sources.s3:S3Source",
+}
+_INSTALL_HINT = {
+    "requests": "pip install requests",
+    "minio": "pip install minio",
+    "watchdog": "pip install watchdog",
+}
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+@dataclasses.dataclass(frozen=True)
+class Validator:
+    """What makes a conditional read cheap: an HTTP/S3 ETag and Last-Modified, or a file's stat."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Fetched:
+    """A manifest read in full, with the validator to send next time."""
+
+    data: bytes
+    validator: Validator
+
+
+class Source:
+    """Base class of a store. Subclasses implement the four primitives."""
+
+    url: str
+
+    def __init__(self, url: str, **options: Any) -> None:
+        self.url = url
+
+    def read_manifest(self, validator: Validator | None = None) -> Fetched | None:
+        """The manifest, or None when it still matches `validator` (not modified).
+
+        Raises `MissingObject` when there is no manifest, `SourceError` on any other failure.
+        """
+        raise NotImplementedError
+
+    def iter_bundle(self, key: str) -> Iterator[bytes]:
+        """The bytes of `key` (relative to the root) in chunks; `MissingObject` if absent."""
+        raise NotImplementedError
+
+    def put(self, key: str, data: bytes, *, content_type: str) -> None:
+        """Writes `key` so that readers see the old object or the new one, never a torn one."""
+        raise NotImplementedError
+
+    def watch(self, callback: Callable[[], None]) -> Callable[[], None] | None:
+        """Calls `callback` (from another thread) soon after the manifest changes; returns a
+        function that stops watching, or None when the store cannot push changes (poll)."""
+        return None
+
+    def close(self) -> None:
+        """Releases connections and watchers."""
+
+    def describe(self, key: str) -> str:
+        """A human-readable location for messages."""
+        return f"{self.url.rstrip('/')}/{key}"
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def scheme_of(url: str) -> str:
+    """`file` for plain paths, else the URL's scheme, lower-cased."""
+    m = _SCHEME.match(url)
+    return m.group(1).lower() if m else "file"
+
+
+def open_source(url: str, **options: Any) -> Source:
+    """The source for `url`; `options` go to its constructor (e.g. `timeout`, `endpoint`)."""
+    scheme = scheme_of(url)
+    target = REGISTRY.get(scheme)
+    if target is None:
+        known = ", ".join(sorted(REGISTRY))
+        raise SourceError(
+            f"no source for scheme {scheme!r}; known schemes: {known} (or a plain path)", url=url
+        )
+    module_name, _, class_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        hint = _INSTALL_HINT.get(e.name or "", f"pip install {e.name}")
+        raise ReloaderError(f"the {scheme}:// source needs the {e.name!r} package: {hint}") from e
+    cls: type[Source] = getattr(module, class_name)
+    return cls(url, **options)
+
+
+def join_key(prefix: str, key: str) -> str:
+    return f"{prefix.strip('/')}/{key}" if prefix.strip("/") else key
