@@ -42,7 +42,12 @@ from reloader.errors import (
 )
 from reloader.fetch import default_cache_dir, download_bundle
 from reloader.manifest import Manifest, load_public_key, parse
-from reloader.runtime import DEFAULT_CALL_TIMEOUT, DEFAULT_HEAP_LIMIT, ModelRuntime
+from reloader.runtime import (
+    DEFAULT_CALL_TIMEOUT,
+    DEFAULT_HEAP_LIMIT,
+    DEFAULT_INIT_TIMEOUT,
+    ModelRuntime,
+)
 from reloader.sources import Source, Validator, open_source
 from reloader.values import Clock, LoadedModel, ModelInfo, SystemClock, Versioned
 
@@ -65,7 +70,7 @@ class HotModel:
         max_bundle_bytes: bundles larger than this are refused before download.
         public_key: Ed25519 public key (object, PEM path, PEM bytes, base64); when set, only
             manifests signed by it are loaded.
-        heap_limit, call_timeout: per-runtime V8 limits (see `ModelRuntime`).
+        heap_limit, call_timeout, init_timeout: per-runtime V8 limits (see `ModelRuntime`).
         warmup_rows: rows predicted on a new runtime before it is offered.
         watch: use file-system events for local stores.
         clock: time source of the poll thread (tests inject one).
@@ -85,6 +90,7 @@ class HotModel:
         public_key: Ed25519PublicKey | str | Path | bytes | None = None,
         heap_limit: int = DEFAULT_HEAP_LIMIT,
         call_timeout: float = DEFAULT_CALL_TIMEOUT,
+        init_timeout: float = DEFAULT_INIT_TIMEOUT,
         warmup_rows: int = 256,
         watch: bool = True,
         clock: Clock | None = None,
@@ -106,6 +112,7 @@ class HotModel:
         )
         self.heap_limit = heap_limit
         self.call_timeout = call_timeout
+        self.init_timeout = init_timeout
         self.warmup_rows = warmup_rows
         self._watch_enabled = watch
         self._clock: Clock = clock or SystemClock()
@@ -317,7 +324,6 @@ class HotModel:
 
     def _check(self, *, first: bool) -> None:
         """One manifest check; offers a new model when there is one. Raises only on `first`."""
-        self._checks += 1
         self._last_check = self._clock.time()
         try:
             self._check_once()
@@ -342,6 +348,8 @@ class HotModel:
                 log.info("reloader: %s: store reachable again", self.url)
                 self._last_logged = None
             self._failures_in_row = 0
+        finally:
+            self._checks += 1  # counted when done, so `info.checks` tells a check has finished
 
     def _check_once(self) -> None:
         assert self._source is not None
@@ -396,6 +404,7 @@ class HotModel:
             data,
             heap_limit=self.heap_limit,
             call_timeout=self.call_timeout,
+            init_timeout=self.init_timeout,
             self_test=m.self_test if m.self_test is not None else True,
         )
         try:

@@ -72,7 +72,7 @@ class RecordCodec:
                     raise InputError(
                         f"record {r}: feature {e.args[0]!r} is missing", row=r, feature=e.args[0]
                     ) from None
-            elif isinstance(rec, Sequence) and not isinstance(rec, (str, bytes)):
+            elif isinstance(rec, np.ndarray | Sequence) and not isinstance(rec, str | bytes):
                 if len(rec) != self._n_in:
                     raise InputError(
                         f"record {r}: has {len(rec)} values, the model takes {self._n_in} "

@@ -6,6 +6,8 @@ everything but the fault is a genuine, working bundle.
 
 from __future__ import annotations
 
+import threading
+
 PATCHES: dict[str, str] = {
     # Not parseable at all.
     "syntax_error": "\n;function (",
@@ -47,3 +49,48 @@ PATCHES: dict[str, str] = {
 
 def bad_bundle(good: bytes, kind: str) -> bytes:
     return good + PATCHES[kind].encode()
+
+
+class FakeClock:
+    """A clock for the poll thread that only moves when the test says so.
+
+    Each `sleep` is recorded, then blocks until `release()` lets it elapse (time jumps by the
+    requested amount) or the agent's wake event is set (no time passes).
+    """
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+        self._cv = threading.Condition()
+        self._released = 0
+
+    def time(self) -> float:
+        return 1.8e9 + self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float, wake: threading.Event) -> bool:
+        with self._cv:
+            self.sleeps.append(seconds)
+            self._cv.notify_all()
+            while not self._released:
+                if wake.is_set():
+                    return True
+                self._cv.wait(0.02)  # re-check the wake event, which the agent sets
+            self._released -= 1
+            self.now += seconds
+            return False
+
+    def release(self) -> None:
+        """Lets one pending (or the next) sleep run to its end."""
+        with self._cv:
+            self._released += 1
+            self._cv.notify_all()
+
+    def wait_sleeps(self, n: int, timeout: float = 20.0) -> list[float]:
+        """Waits until the agent has asked for `n` sleeps in all; returns them."""
+        with self._cv:
+            if not self._cv.wait_for(lambda: len(self.sleeps) >= n, timeout):
+                raise AssertionError(f"only {len(self.sleeps)} of {n} sleeps: {self.sleeps}")
+            return list(self.sleeps)
