@@ -67,14 +67,13 @@ class S3Source(Source):
                 "AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not", url=self.url
             )
         self.timeout = timeout
-        # Our own pool: minio's default retries 5 times with back-off and waits 5 minutes for a
-        # read; the agent has its own retry schedule and must notice a dead server quickly.
+        # Our own pool: minio's default retries 5 times with back-off (logging a warning each
+        # time) and waits 5 minutes for a read; the agent has its own retry schedule, logs a
+        # failure once, and must notice a dead server quickly.
         http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=timeout, read=timeout),
             maxsize=4,
-            retries=urllib3.Retry(
-                total=1, backoff_factor=0.1, status_forcelist=(500, 502, 503, 504)
-            ),
+            retries=urllib3.Retry(total=0, redirect=0, raise_on_status=False),
         )
         self._client = Minio(
             ep.netloc,
@@ -135,8 +134,8 @@ class S3Source(Source):
     def describe(self, key: str) -> str:
         return f"s3://{self.bucket}/{join_key(self.prefix, key)}"
 
-    def _error(self, e: Exception, key: str, what: str) -> SourceError:
-        where = f"{self.describe(key)} at {self.endpoint}"
+    def _error(self, e: Exception, full_key: str, what: str) -> SourceError:
+        where = f"s3://{self.bucket}/{full_key} at {self.endpoint}"
         if isinstance(e, S3Error):
             if e.code == "NoSuchKey":
                 return MissingObject(f"{what} does not exist", url=where, status=e.code)

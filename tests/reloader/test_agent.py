@@ -138,3 +138,38 @@ def test_stop_leaves_no_threads_or_contexts(
     hm.stop()
     wait_until(lambda: {t.ident for t in threading.enumerate()} <= threads, what="threads gone")
     assert len(runtime_module._LIVE) == contexts
+
+
+def test_http_store_unchanged_manifest_costs_a_304(
+    http_store: Any, tmp_path: Path, versions: Versions, wine: Any
+) -> None:
+    from reloader.sources import open_source
+
+    url = http_store.url("models/wine")
+    with open_source(url, token="s3cret") as source:
+        v1 = versions.make("v1", "v1")
+        publish(source, v1)
+        with _hot(url, tmp_path) as hm:
+            for _ in range(3):
+                checked(hm)
+            v2 = versions.make("v2", "v2")
+            publish(source, v2)
+            checked(hm)
+            assert hm.predict_versioned(wine.x[:1]).version == "v2"
+            checked(hm)
+    gets = [
+        (path.rsplit("/", 1)[-1], status)
+        for method, path, status in http_store.requests()
+        if method == "GET"
+    ]
+    assert gets == [
+        ("version.json", 200),  # start()
+        (f"{v1.manifest.sha256}.js", 200),
+        ("version.json", 304),
+        ("version.json", 304),
+        ("version.json", 304),
+        ("version.json", 200),  # v2 published
+        (f"{v2.manifest.sha256}.js", 200),
+        ("version.json", 304),
+    ]
+    assert hm.info.unchanged == 4
