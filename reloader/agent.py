@@ -32,11 +32,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from reloader.codec import Matrix, Prediction
 from reloader.errors import (
+    BundleMemoryError,
+    BundleTimeout,
     CacheError,
     ManifestError,
     MissingObject,
     NotReady,
     ReloaderError,
+    RuntimeClosed,
     SignatureError,
     SourceError,
 )
@@ -54,6 +57,7 @@ from reloader.values import Clock, LoadedModel, ModelInfo, SystemClock, Versione
 log = logging.getLogger("reloader")
 
 DEFAULT_MAX_BUNDLE_BYTES = 64 << 20
+_BREAKING = (BundleTimeout, BundleMemoryError, RuntimeClosed)
 RETIRE_POLL = 0.05  # seconds between looks for a retired runtime while a swap is pending
 
 
@@ -140,6 +144,8 @@ class HotModel:
         self._unwatch: Callable[[], None] | None = None
         self._failures_in_row = 0
         self._last_logged: str | None = None
+        self._rebuild: LoadedModel | None = None
+        self._rebuilds = 0
 
         self._checks = self._unchanged = self._reloads = self._failures = self._not_ready = 0
         self._last_check: float | None = None
@@ -217,24 +223,48 @@ class HotModel:
 
     def predict(self, x: npt.ArrayLike) -> Matrix:
         """float32 matrix [n, inputs] -> float32 [n, outputs], by the current model."""
-        return self.current().runtime.predict(x)
+        return self.predict_versioned(x).value
 
     def predict_versioned(self, x: npt.ArrayLike) -> Versioned[Matrix]:
         """Like `predict`, with the version and bundle hash of the model that answered."""
         m = self.current()
-        return Versioned(m.runtime.predict(x), m.version, m.sha256)
+        try:
+            return Versioned(m.runtime.predict(x), m.version, m.sha256)
+        except _BREAKING as e:
+            self._broke(m, e)
+            raise
 
     def predict_rows(
         self, records: Sequence[Mapping[str, Any] | Sequence[Any]]
     ) -> Versioned[list[Prediction]]:
         """Records (dicts by feature name, or rows) -> predictions, with the model version."""
         m = self.current()
-        return Versioned(m.runtime.predict_rows(records), m.version, m.sha256)
+        try:
+            return Versioned(m.runtime.predict_rows(records), m.version, m.sha256)
+        except _BREAKING as e:
+            self._broke(m, e)
+            raise
 
     def predict_records(self, records: Sequence[Any]) -> Versioned[list[dict[str, Any]]]:
         """The bundle's JSON path (`ml.predict`), with the model version."""
         m = self.current()
-        return Versioned(m.runtime.predict_records(records), m.version, m.sha256)
+        try:
+            return Versioned(m.runtime.predict_records(records), m.version, m.sha256)
+        except _BREAKING as e:
+            self._broke(m, e)
+            raise
+
+    def _broke(self, m: LoadedModel, error: Exception) -> None:
+        """The serving runtime was terminated (timeout, heap): have the poll thread rebuild it.
+
+        The call that broke it raises; calls until the rebuild is adopted raise `RuntimeClosed`.
+        """
+        if self._rebuild is m or m is not self._current:
+            return
+        self._failures += 1
+        self._record(error)
+        self._rebuild = m
+        self._wake.set()  # an error path, not the swap: waking the poll thread is fine here
 
     def _adopt(self) -> None:
         t0 = time.perf_counter()
@@ -272,6 +302,7 @@ class HotModel:
             checks=self._checks,
             unchanged=self._unchanged,
             reloads=self._reloads,
+            rebuilds=self._rebuilds,
             failures=self._failures,
             not_ready=self._not_ready,
             last_build_seconds=self._last_build,
@@ -298,6 +329,8 @@ class HotModel:
         while not self._stop.is_set():
             self._wake.clear()
             self._close_retired()
+            if self._rebuild is not None:
+                self._rebuild_broken()
             if not self._check_requested and clock.monotonic() < due:
                 wait = due - clock.monotonic()
                 if self._pending is not None and self._current is not None:
@@ -312,6 +345,30 @@ class HotModel:
                 log.exception("reloader: unexpected error while checking %s", self.url)
             due = clock.monotonic() + self._delay()
         self._close_retired()
+
+    def _rebuild_broken(self) -> None:
+        broken = self._rebuild
+        if broken is None:
+            return
+        if self._pending is not None or broken is not self._current:
+            self._rebuild = None  # a newer version is on its way anyway
+            return
+        assert self._source is not None
+        try:
+            data = download_bundle(
+                self._source,
+                broken.manifest,
+                cache_dir=self.cache_dir,
+                max_bytes=self.max_bundle_bytes,
+            )
+            loaded = self._build(broken.manifest, data)
+        except Exception as e:
+            self._failures += 1
+            self._record(e)
+            return  # tried again at the next wake-up or poll
+        self._rebuild = None
+        self._rebuilds += 1
+        self._offer(loaded, reason="rebuilt after its runtime broke")
 
     def _delay(self) -> float:
         base = self.poll_interval
@@ -437,19 +494,21 @@ class HotModel:
         for i in range(self.warmup_calls):
             runtime.predict(batch[: 1 + (i * 37) % rows])
 
-    def _offer(self, loaded: LoadedModel) -> None:
+    def _offer(self, loaded: LoadedModel, *, reason: str = "") -> None:
         with self._lock:
             replaced, self._pending = self._pending, loaded
         if replaced is not None:
             # Never served: the processing thread did not call in between.
             replaced.runtime.close()
-        self._reloads += 1
+        if not reason:
+            self._reloads += 1
         self._last_logged = None
         log.info(
-            "reloader: %s: %s (%s) ready in %.0f ms; serving from the next call",
+            "reloader: %s: %s (%s) %sready in %.0f ms; serving from the next call",
             self.url,
             loaded.version,
             loaded.sha256[:12],
+            f"{reason}, " if reason else "",
             loaded.build_seconds * 1e3,
         )
 

@@ -83,6 +83,7 @@ class ModelInfo:
     checks: int
     unchanged: int
     reloads: int
+    rebuilds: int
     failures: int
     not_ready: int
     last_build_seconds: float | None

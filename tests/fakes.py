@@ -94,3 +94,13 @@ class FakeClock:
             if not self._cv.wait_for(lambda: len(self.sleeps) >= n, timeout):
                 raise AssertionError(f"only {len(self.sleeps)} of {n} sleeps: {self.sleeps}")
             return list(self.sleeps)
+
+
+# Passes its self-test and warm-up, then loops forever on one input: alcohol == 999.
+POISON_LOOP = """
+;(() => { const real = globalThis.ml.predictBuffer; const bufs = globalThis.ml.buffers;
+  let input = null;
+  globalThis.ml.buffers = function (rows) { const b = bufs(rows); input = new Float32Array(b[0]);
+  return b; };
+  globalThis.ml.predictBuffer = function (n) { if (input[0] === 999) { for (;;) {} }
+  return real(n); }; })();"""

@@ -82,9 +82,12 @@ def put_manifest(source: Source, manifest: Manifest | bytes) -> None:
 class HttpStore:
     """`tests/http_store.py` running as a separate process on a free loopback port."""
 
-    def __init__(self, root: Path, token: str | None = None) -> None:
+    def __init__(
+        self, root: Path, token: str | None = None, tls: tuple[Path, Path] | None = None
+    ) -> None:
         self.root = root
         self.token = token
+        self.tls = tls
         self.port = 0
         self.proc: subprocess.Popen[str] | None = None
         self.start()
@@ -94,6 +97,8 @@ class HttpStore:
         cmd += ["--port", str(self.port)]
         if self.token:
             cmd += ["--token", self.token]
+        if self.tls:
+            cmd += ["--tls", str(self.tls[0]), str(self.tls[1])]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()  # blocks until the socket is listening
@@ -112,7 +117,7 @@ class HttpStore:
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def url(self, prefix: str = "") -> str:
         return f"{self.base}/{prefix}".rstrip("/")

@@ -8,6 +8,7 @@ Writes (`publish`) are `PUT`s with a bearer token, the protocol of `python -m se
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 
 import requests
@@ -38,8 +39,9 @@ class HttpSource(Source):
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.token = token if token is not None else os.environ.get(TOKEN_ENV)
+        # Passed with every request: a Session's own `verify` loses to $REQUESTS_CA_BUNDLE.
+        self.verify = verify
         self._session = requests.Session()
-        self._session.verify = verify
         self._session.headers["User-Agent"] = "tf-on-flink-reloader"
 
     def read_manifest(self, validator: Validator | None = None) -> Fetched | None:
@@ -73,7 +75,9 @@ class HttpSource(Source):
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         try:
-            r = self._session.put(url, data=data, headers=headers, timeout=self.timeout)
+            r = self._session.put(
+                url, data=data, headers=headers, timeout=self.timeout, verify=self.verify
+            )
         except requests.RequestException as e:
             raise SourceError(f"upload failed: {_reason(e)}", url=url) from None
         with r:
@@ -91,7 +95,9 @@ class HttpSource(Source):
 
     def _get(self, url: str, headers: dict[str, str]) -> requests.Response:
         try:
-            return self._session.get(url, headers=headers, timeout=self.timeout, stream=True)
+            return self._session.get(
+                url, headers=headers, timeout=self.timeout, stream=True, verify=self.verify
+            )
         except requests.exceptions.SSLError as e:
             raise SourceError(f"TLS verification failed: {_reason(e)}", url=url) from None
         except requests.Timeout:
@@ -130,6 +136,9 @@ def _read_capped(r: requests.Response, cap: int, url: str) -> bytes:
 def _reason(e: Exception) -> str:
     """A short cause: requests nests urllib3's error texts several levels deep."""
     text = str(e)
+    ssl_reason = re.search(r"certificate verify failed: ([^(']+)", text)
+    if ssl_reason:
+        return f"certificate verify failed: {ssl_reason.group(1).strip()}"
     for marker, short in (
         ("Connection refused", "connection refused"),
         ("Read timed out", "read timed out"),

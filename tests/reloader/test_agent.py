@@ -173,3 +173,33 @@ def test_http_store_unchanged_manifest_costs_a_304(
         ("version.json", 304),
     ]
     assert hm.info.unchanged == 4
+
+
+def test_runtime_broken_while_serving_is_rebuilt(
+    store_dir: Path, tmp_path: Path, local: Source, versions: Versions, wine: Any
+) -> None:
+    from fakes import POISON_LOOP
+
+    from reloader.errors import BundleTimeout, RuntimeClosed
+
+    poisoned = versions.make("v2p", data=versions.bundles["v2"] + POISON_LOOP.encode())
+    publish(local, poisoned)
+    with _hot(store_dir, tmp_path, call_timeout=0.5) as hm:
+        assert hm.predict_versioned(wine.x).version == "v2p"
+        poison = wine.x[:2].copy()
+        poison[0, 0] = 999
+        with pytest.raises(BundleTimeout):
+            hm.predict(poison)  # terminated after call_timeout: that runtime is gone
+
+        # The poll thread rebuilds the same version from the cache; until then calls fail fast.
+        def healthy() -> bool:
+            try:
+                return hm.predict_versioned(wine.x).version == "v2p"
+            except RuntimeClosed:
+                return False
+
+        wait_until(healthy, what="the rebuilt runtime")
+        np.testing.assert_allclose(hm.predict(wine.x), reference_of(wine, "v2"), atol=1e-5)
+        info = hm.info
+        assert info.rebuilds == 1 and info.reloads == 1 and info.failures == 1
+        assert "BundleTimeout" in (info.last_error or "")
