@@ -133,7 +133,7 @@ class HotModel:
         self._lock = threading.Lock()
         self._current: LoadedModel | None = None
         self._pending: LoadedModel | None = None
-        self._retired: collections.deque[tuple[LoadedModel, float]] = collections.deque()
+        self._retired: collections.deque[LoadedModel] = collections.deque()
 
         self._validator: Validator | None = None
         self._quarantine: dict[str, str] = {}
@@ -168,13 +168,14 @@ class HotModel:
         if self._source is None:
             self._source = open_source(self.url, **self._source_options)
         try:
+            if self._watch_enabled:
+                # Before the first read, so a publish during the first load is not missed.
+                self._unwatch = self._source.watch(self._on_change)
             self._check(first=True)
         except BaseException:
             self.stop()
             raise
         self._adopt()
-        if self._watch_enabled:
-            self._unwatch = self._source.watch(self._on_change)
         self._thread = threading.Thread(
             target=self._poll_loop, name=f"reloader-poll {self.url}", daemon=True
         )
@@ -278,7 +279,7 @@ class HotModel:
             # between calls here, so the old runtime has seen its last one.
             # No wake-up call: waking the poll thread here hands it the GIL mid-swap (measured:
             # 45 µs instead of 4). It looks for retired runtimes on its own, see _poll_loop.
-            self._retired.append((old, new.loaded_at))
+            self._retired.append(old)
         stall = time.perf_counter() - t0
         self._last_stall = stall
         if self._max_stall is None or stall > self._max_stall:
@@ -378,7 +379,7 @@ class HotModel:
 
     def _close_retired(self) -> None:
         while self._retired:
-            old, _ = self._retired.popleft()
+            old = self._retired.popleft()
             old.runtime.close()
             log.info(
                 "reloader: %s: retired %s (%s); swap stall %.1f µs",
@@ -432,7 +433,10 @@ class HotModel:
             self._validator = fetched.validator  # the same garbage is not re-parsed every poll
             raise
         target = self._pending or self._current
-        if target is not None and target.sha256 == manifest.sha256:
+        if target is not None and (target.sha256, target.version) == (
+            manifest.sha256,
+            manifest.version,
+        ):
             self._validator = fetched.validator
             return
         if manifest.sha256 in self._quarantine or _sig_key(manifest) in self._quarantine:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from pathlib import Path
@@ -203,3 +204,26 @@ def test_runtime_broken_while_serving_is_rebuilt(
         info = hm.info
         assert info.rebuilds == 1 and info.reloads == 1 and info.failures == 1
         assert "BundleTimeout" in (info.last_error or "")
+
+
+def test_rollback_and_relabel(
+    store_dir: Path, tmp_path: Path, local: Source, versions: Versions, wine: Any
+) -> None:
+    v1, v2 = versions.make("v1", "v1"), versions.make("v2", "v2")
+    publish(local, v1)
+    with _hot(store_dir, tmp_path) as hm:
+        publish(local, v2)
+        checked(hm)
+        assert hm.predict_versioned(wine.x[:1]).version == "v2"
+        # Rollback: the manifest points at the older bundle again; it comes from the cache.
+        (tmp_path / "store" / v1.manifest.bundle).unlink()
+        put_manifest(local, v1.manifest)
+        checked(hm)
+        got = hm.predict_versioned(wine.x)
+        assert got.version == "v1"
+        np.testing.assert_allclose(got.value, reference_of(wine, "v1"), atol=1e-5)
+        # Same bundle, new label: outputs carry the label the manifest gives now.
+        put_manifest(local, dataclasses.replace(v1.manifest, version="v1-promoted"))
+        checked(hm)
+        assert hm.predict_versioned(wine.x[:1]).version == "v1-promoted"
+        assert hm.info.failures == 0 and hm.info.reloads == 4
