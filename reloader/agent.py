@@ -500,7 +500,12 @@ class HotModel:
 
     def _offer(self, loaded: LoadedModel, *, reason: str = "") -> None:
         with self._lock:
-            replaced, self._pending = self._pending, loaded
+            stopped = self._stop.is_set()
+            if not stopped:
+                replaced, self._pending = self._pending, loaded
+        if stopped:  # stop() gave up waiting for this build; nobody will adopt it
+            loaded.runtime.close()
+            return
         if replaced is not None:
             # Never served: the processing thread did not call in between.
             replaced.runtime.close()
