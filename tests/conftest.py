@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from storekit import Versions
 
 from model.bundle import EXAMPLES, build_bundle, bundle_path
 from model.train import load_wine_csv
@@ -47,3 +48,9 @@ def bundle_v1(built_stores: dict[str, Path]) -> bytes:
 @pytest.fixture(scope="session")
 def bundle_v2(built_stores: dict[str, Path]) -> bytes:
     return bundle_path(built_stores["v2"]).read_bytes()
+
+
+@pytest.fixture(scope="session")
+def versions(bundle_v1: bytes, bundle_v2: bytes) -> Versions:
+    """Cheap distinct versions to publish: the real v1/v2 bundles plus a unique comment."""
+    return Versions({"v1": bundle_v1, "v2": bundle_v2})

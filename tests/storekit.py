@@ -79,7 +79,37 @@ def put_manifest(source: Source, manifest: Manifest | bytes) -> None:
     source.put(MANIFEST_NAME, data, content_type="application/json")
 
 
-class HttpStore:
+class ServerProcess:
+    """A test server in its own process; it prints "listening ...:PORT" once its socket is up."""
+
+    proc: subprocess.Popen[str] | None = None
+    port = 0
+
+    def _launch(self, cmd: list[str], what: str) -> None:
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, text=True, cwd=TESTS.parent, stdin=subprocess.DEVNULL
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()  # blocks until the socket is listening
+        if not line.startswith("listening "):
+            self.stop()
+            raise RuntimeError(f"{what} did not start: {line!r}")
+        self.port = int(line.strip().rsplit(":", 1)[-1].split()[-1])
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+            if self.proc.stdout:
+                self.proc.stdout.close()
+            self.proc = None
+
+
+class HttpStore(ServerProcess):
     """`tests/http_store.py` running as a separate process on a free loopback port."""
 
     def __init__(
@@ -89,7 +119,6 @@ class HttpStore:
         self.token = token
         self.tls = tls
         self.port = 0
-        self.proc: subprocess.Popen[str] | None = None
         self.start()
 
     def start(self) -> None:
@@ -99,21 +128,7 @@ class HttpStore:
             cmd += ["--token", self.token]
         if self.tls:
             cmd += ["--tls", str(self.tls[0]), str(self.tls[1])]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()  # blocks until the socket is listening
-        if not line.startswith("listening "):
-            self.stop()
-            raise RuntimeError(f"http_store did not start: {line!r}")
-        self.port = int(line.split()[1])
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(10)
-            if self.proc.stdout:
-                self.proc.stdout.close()
-            self.proc = None
+        self._launch(cmd, "http_store")
 
     @property
     def base(self) -> str:
@@ -143,3 +158,37 @@ class HttpStore:
 
 def reference_of(wine: Any, base: str) -> np.ndarray:
     return np.asarray(wine.reference(base)["outputs"], dtype=np.float32)
+
+
+class ModelStoreServer(ServerProcess):
+    """`python -m server serve` in its own process on a free loopback port."""
+
+    def __init__(
+        self, root: Path, *, token: str | None = "tok-" + "x" * 12, max_body: int | None = None
+    ) -> None:
+        self.root = root
+        self.token = token
+        self.max_body = max_body
+        self.port = 0
+        self.start()
+
+    def start(self) -> None:
+        cmd = [sys.executable, "-m", "server", "serve", "--root", str(self.root)]
+        cmd += ["--port", str(self.port)]
+        if self.token:
+            token_file = self.root.parent / f"{self.root.name}.token"
+            token_file.write_text(self.token + "\n")
+            cmd += ["--token-file", str(token_file)]
+        if self.max_body:
+            cmd += ["--max-body-bytes", str(self.max_body)]
+        self._launch(cmd, "python -m server")
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, model: str = "wine") -> str:
+        return f"{self.base}/models/{model}"
+
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}

@@ -8,14 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from storekit import HttpStore, Versions
+from storekit import HttpStore
 
 from reloader.sources import Source, open_source
-
-
-@pytest.fixture(scope="session")
-def versions(bundle_v1: bytes, bundle_v2: bytes) -> Versions:
-    return Versions({"v1": bundle_v1, "v2": bundle_v2})
 
 
 @pytest.fixture

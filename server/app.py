@@ -1,0 +1,316 @@
+"""The HTTP model store (FastAPI): static store files, authenticated publish, listing, rollback.
+
+    GET/HEAD /models/{name}/{path}              any store file: strong ETag, 304s, Range
+    PUT      /models/{name}/bundles/{sha}.js    a bundle (body sha256 must equal the name)
+    PUT      /models/{name}/version.json        the pointer (refused unless its bundle is there)
+    GET      /api/models, /api/models/{name}    listing: current pointer, bundles, history
+    POST     /api/models/{name}/rollback        re-point the manifest at an earlier bundle
+    GET      /                                  the status page
+
+Writes need `Authorization: Bearer <token>`; without a configured token the store is read-only.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import hmac
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+from fastapi import Body, FastAPI, Header, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, Field
+from starlette.requests import ClientDisconnect
+
+from server.page import render_status_page
+from server.store import Store, StoreError
+
+DEFAULT_MAX_BODY = 64 << 20
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_SHA_FILE = re.compile(r"([0-9a-f]{64})\.js")
+_IMMUTABLE = "public, max-age=31536000, immutable"
+_BINARY_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+class RollbackRequest(BaseModel):
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    version: str | None = Field(default=None, min_length=1, max_length=128)
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+def create_app(root: Path, *, token: str | None, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
+    store = Store(root)
+    app = FastAPI(
+        title="tf-on-flink model store",
+        version="1",
+        description="The store layout of DESIGN over HTTP: bundles/<sha256>.js, version.json.",
+    )
+
+    @app.exception_handler(StoreError)
+    async def _store_error(request: Request, e: StoreError) -> Response:
+        headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
+        return JSONResponse({"detail": str(e)}, status_code=e.status, headers=headers)
+
+    def authorize(authorization: str | None) -> None:
+        if token is None:
+            raise StoreError(403, "this store is read-only: start the server with --token-file")
+        if not authorization or not authorization.startswith("Bearer "):
+            raise StoreError(401, "writes need an `Authorization: Bearer <token>` header")
+        given = authorization[len("Bearer ") :].encode()
+        if not hmac.compare_digest(given, token.encode()):
+            raise StoreError(403, "wrong token")
+
+    # -- files ------------------------------------------------------------------------------------
+
+    @app.api_route(
+        "/models/{name}/{path:path}",
+        methods=["GET", "HEAD"],
+        responses={
+            200: {"content": {"application/javascript": {}, "application/json": {}}},
+            206: {},
+            304: {},
+            404: {"model": Problem},
+            416: {},
+        },
+        summary="Read a store file (bundle or manifest)",
+    )
+    def get_file(name: str, path: str, request: Request) -> Response:
+        with store.open(name, path) as (f, info):
+            immutable = _SHA_FILE.fullmatch(path.rsplit("/", 1)[-1]) is not None
+            headers = {
+                "ETag": info.etag,
+                "Last-Modified": email.utils.formatdate(info.mtime, usegmt=True),
+                "Cache-Control": _IMMUTABLE if immutable else "no-cache",
+                "Accept-Ranges": "bytes",
+            }
+            media = _media_type(path)
+            if _not_modified(request, info.etag, info.mtime):
+                return Response(status_code=304, headers=headers)
+            span = _range(request, info.etag, info.size)
+            if span == "invalid":
+                headers["Content-Range"] = f"bytes */{info.size}"
+                return Response(status_code=416, headers=headers)
+            start, end = span if isinstance(span, tuple) else (0, info.size - 1)
+            length = max(0, end - start + 1)
+            if isinstance(span, tuple):
+                headers["Content-Range"] = f"bytes {start}-{end}/{info.size}"
+            headers["Content-Length"] = str(length)
+            status = 206 if isinstance(span, tuple) else 200
+            if request.method == "HEAD":
+                return Response(status_code=status, headers=headers, media_type=media)
+            # Read now, from this handle: a publish renaming a new file into place meanwhile
+            # cannot mix two versions into one response.
+            f.seek(start)
+            body = f.read(length)
+        return Response(body, status_code=status, headers=headers, media_type=media)
+
+    @app.put(
+        "/models/{name}/bundles/{filename}",
+        status_code=201,
+        openapi_extra=_BINARY_BODY,
+        responses={
+            200: {},
+            401: {"model": Problem},
+            403: {"model": Problem},
+            413: {"model": Problem},
+            422: {"model": Problem},
+        },
+        summary="Upload a bundle; the body's sha256 must equal the file name",
+    )
+    async def put_bundle(
+        name: str,
+        filename: str,
+        request: Request,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        authorize(authorization)
+        m = _SHA_FILE.fullmatch(filename)
+        if not m:
+            raise StoreError(400, "bundles are named <sha256>.js (64 lowercase hex digits)")
+        store.model_dir(name)
+        _check_length(request, max_body)
+        tmp, f = await anyio.to_thread.run_sync(store.new_temp, name)
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            try:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > max_body:
+                        raise StoreError(413, f"body over the {max_body}-byte limit")
+                    digest.update(chunk)
+                    f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            finally:
+                f.close()
+            created = await anyio.to_thread.run_sync(
+                store.commit_bundle, name, m.group(1), tmp, size, digest.hexdigest()
+            )
+        except ClientDisconnect:
+            tmp.unlink(missing_ok=True)  # a publisher that died mid-upload leaves nothing behind
+            return Response(status_code=400)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return JSONResponse(
+            {"sha256": m.group(1), "size": size, "created": created},
+            status_code=201 if created else 200,
+        )
+
+    @app.put(
+        "/models/{name}/version.json",
+        status_code=201,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
+        responses={
+            401: {"model": Problem},
+            403: {"model": Problem},
+            409: {"model": Problem},
+            413: {"model": Problem},
+            422: {"model": Problem},
+        },
+        summary="Publish the manifest (the commit marker); its bundle must already be stored",
+    )
+    async def put_manifest(
+        name: str, request: Request, authorization: Annotated[str | None, Header()] = None
+    ) -> Response:
+        authorize(authorization)
+        store.model_dir(name)
+        cap = min(max_body, 64 << 10)
+        _check_length(request, cap)
+        data = bytearray()
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > cap:
+                raise StoreError(413, f"a manifest is at most {cap} bytes")
+        manifest = await anyio.to_thread.run_sync(store.put_manifest, name, bytes(data))
+        return JSONResponse(manifest.to_dict(), status_code=201)
+
+    # -- API --------------------------------------------------------------------------------------
+
+    @app.get("/api/models", summary="All models with their live version")
+    def list_models() -> dict[str, Any]:
+        out = []
+        for name in store.models():
+            current = store.current(name)
+            out.append(
+                {
+                    "name": name,
+                    "version": current.version if current else None,
+                    "sha256": current.sha256 if current else None,
+                    "created": current.created if current else None,
+                }
+            )
+        return {"models": out}
+
+    @app.get(
+        "/api/models/{name}",
+        responses={400: {"model": Problem}, 404: {"model": Problem}},
+        summary="One model: the current pointer, every bundle, the publish history",
+    )
+    def model_detail(name: str) -> dict[str, Any]:
+        return store.describe(name)
+
+    @app.post(
+        "/api/models/{name}/rollback",
+        responses={
+            401: {"model": Problem},
+            403: {"model": Problem},
+            404: {"model": Problem},
+            409: {"model": Problem},
+            422: {"model": Problem},
+        },
+        summary="Point the manifest at an earlier bundle (by sha256 or version label)",
+    )
+    def rollback(
+        name: str,
+        target: Annotated[RollbackRequest, Body()],
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> dict[str, Any]:
+        authorize(authorization)
+        manifest = store.rollback(name, sha256=target.sha256, version=target.version)
+        return {"current": manifest.to_dict()}
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> Response:
+        return Response("ok\n", media_type="text/plain")
+
+    @app.get("/", response_class=HTMLResponse, summary="Status page")
+    def status_page() -> HTMLResponse:
+        models = [store.describe(name) for name in store.models()]
+        return HTMLResponse(render_status_page(models, writable=token is not None))
+
+    app.state.store = store
+    return app
+
+
+def _media_type(path: str) -> str:
+    if path.endswith(".js"):
+        return "application/javascript"
+    if path.endswith(".json"):
+        return "application/json"
+    return "application/octet-stream"
+
+
+def _check_length(request: Request, cap: int) -> None:
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
+            raise StoreError(400, "invalid Content-Length")
+        if int(length) > cap:
+            raise StoreError(413, f"body of {length} bytes over the {cap}-byte limit")
+
+
+def _not_modified(request: Request, etag: str, mtime: float) -> bool:
+    inm = request.headers.get("if-none-match")
+    if inm is not None:
+        tags = [t.strip().removeprefix("W/") for t in inm.split(",")]
+        return "*" in tags or etag in tags
+    ims = request.headers.get("if-modified-since")
+    if ims:
+        try:
+            since = email.utils.parsedate_to_datetime(ims).timestamp()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return False
+        return int(mtime) <= since
+    return False
+
+
+def _range(request: Request, etag: str, size: int) -> tuple[int, int] | str | None:
+    """(start, end) inclusive for a single satisfiable range, "invalid", or None (whole file)."""
+    header = request.headers.get("range")
+    if not header:
+        return None
+    if_range = request.headers.get("if-range")
+    if if_range is not None and if_range.strip() != etag:
+        return None  # the client's copy is stale: send it all
+    m = _RANGE.fullmatch(header.strip())
+    if not m or (not m.group(1) and not m.group(2)):
+        return None  # multiple or malformed ranges: ignoring Range is allowed
+    if m.group(1):
+        start = int(m.group(1))
+        end = int(m.group(2)) if m.group(2) else size - 1
+        if start >= size or end < start:
+            return "invalid"
+        return start, min(end, size - 1)
+    suffix = int(m.group(2))
+    if suffix == 0 or size == 0:
+        return "invalid"
+    return max(0, size - suffix), size - 1
