@@ -72,13 +72,14 @@ class Store:
         if (
             not rel
             or "\\" in rel
-            or any(p in ("", ".", "..") or not _SEGMENT.fullmatch(p) for p in parts)
+            # Leading dots also hide temp files of uploads in progress.
+            or any(p.startswith(".") or not _SEGMENT.fullmatch(p) for p in parts)
         ):
             raise StoreError(
-                400, "invalid path: letters, digits, '.', '_', '-' and '/' only, no '..'"
+                400, "invalid path: letters, digits, '.', '_', '-' and '/', no leading '.'"
             )
         path = base.joinpath(*parts)
-        # Symlinks may not point out of the root (or anywhere: resolve() follows them).
+        # resolve() follows symlinks: one pointing out of the root is refused.
         try:
             real = path.resolve(strict=True)
         except (FileNotFoundError, NotADirectoryError):

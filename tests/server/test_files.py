@@ -125,6 +125,7 @@ def test_path_traversal_is_refused(
         "/models/wine/up/secret.txt",
         "/models/wine/%00version.json",
         "/models/wine/history.jsonl/..",
+        "/models/wine/.version.json.tmp",
     ]
     for target in targets:
         status = _raw_get(server.port, target)

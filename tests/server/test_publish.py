@@ -188,6 +188,8 @@ def test_cli_publish_hotmodel_and_rollback(
     try:
         checked(hm)
         assert hm.predict_versioned(wine.x[:1]).version == "v2"
+        checked(hm)
+        assert hm.info.unchanged == 1  # the server answered the unchanged manifest with a 304
         listing = requests.get(f"{server.base}/api/models", timeout=10).json()["models"]
         assert [(m["name"], m["version"]) for m in listing] == [("wine", "v2")]
         v1_sha = json.loads((built_stores["v1"] / "version.json").read_text())["sha256"]
