@@ -52,6 +52,7 @@ bundle: setup
 bench: setup
 	$(PY) bench/v8_predict.py
 	$(PY) bench/swap.py
+	$(PY) bench/server.py
 
 lint: setup
 	$(VENV)/bin/ruff check reloader job server model tests bench
