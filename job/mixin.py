@@ -1,0 +1,243 @@
+"""`ReloaderMixin`: a `HotModel` inside a PyFlink function, with its state as Flink metrics.
+
+Any PyFlink function with `open(context)` / `close()` can mix it in: DataStream functions
+(`ProcessFunction`, `MapFunction`, ...) and Table API UDFs (including pandas UDFs). The model's
+URL and options come from job parameters (`model.url`, `model.poll-interval`, ...), falling back
+to what the function was constructed with, so one job graph can be pointed at another store
+without rebuilding it.
+
+Metrics (in the function's metric group, under `model`):
+    version_sha256_prefix (gauge)  first 12 hex digits of the serving bundle's sha256, as an int
+    version_number (gauge)          the version label when it is an integer, else -1
+    loaded_at_ms (gauge)            when the serving version was built
+    checks, reloads, reload_failures, not_ready, rebuilds (counters, synced from the agent)
+    predictions (meter)             records predicted
+    batch_latency_us (distribution) microseconds per batch predicted
+    last_swap_stall_us, last_build_ms (gauges)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from reloader.agent import HotModel
+from reloader.values import LoadedModel
+
+log = logging.getLogger("job")
+
+PARAM_PREFIX = "model."
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Where the model comes from and how it is followed. Every field has a job parameter
+    `model.<name with '-'>` (e.g. `model.poll-interval`) that overrides it."""
+
+    url: str = ""
+    poll_interval: float = 1.0
+    jitter: float = 0.1
+    max_backoff: float = 60.0
+    cache_dir: str = ""
+    public_key: str = ""
+    max_bundle_bytes: int = 64 << 20
+    heap_limit_mb: int = 256
+    call_timeout: float = 5.0
+    source_options: dict[str, Any] = field(default_factory=dict)
+
+    def with_parameters(self, get: Any) -> ModelSettings:
+        """A copy with any `model.*` job parameter applied (`get(key, default) -> str`)."""
+        changes: dict[str, Any] = {}
+        for name in (
+            "url",
+            "poll_interval",
+            "jitter",
+            "max_backoff",
+            "cache_dir",
+            "public_key",
+            "max_bundle_bytes",
+            "heap_limit_mb",
+            "call_timeout",
+        ):
+            raw = get(PARAM_PREFIX + name.replace("_", "-"), None)
+            if raw is None or raw == "":
+                continue
+            kind = type(getattr(self, name))
+            changes[name] = kind(raw)
+        return replace(self, **changes) if changes else self
+
+    def as_parameters(self) -> dict[str, str]:
+        """Job parameters carrying these settings (`set_global_job_parameters`)."""
+        out = {}
+        for name in (
+            "url",
+            "poll_interval",
+            "jitter",
+            "max_backoff",
+            "cache_dir",
+            "public_key",
+            "max_bundle_bytes",
+            "heap_limit_mb",
+            "call_timeout",
+        ):
+            value = getattr(self, name)
+            if value not in ("", None):
+                out[PARAM_PREFIX + name.replace("_", "-")] = str(value)
+        return out
+
+
+def subtask_index(ctx: Any) -> int:
+    """The subtask index from any PyFlink context (process mode, thread mode, Table UDFs).
+
+    Thread mode's wrapper calls a Java method Flink 2 no longer has, so it goes through the task
+    info there.
+    """
+    inner = getattr(ctx, "_runtime_context", None)
+    if inner is not None:
+        try:
+            return int(inner.getTaskInfo().getIndexOfThisSubtask())
+        except Exception:
+            pass
+    for attr in ("get_index_of_this_subtask",):
+        try:
+            return int(getattr(ctx, attr)())
+        except Exception:
+            pass
+    value = getattr(ctx, "_index_of_this_subtask", None)
+    return int(value) if value is not None else 0
+
+
+class ReloaderMixin:
+    """Gives a PyFlink function `self.model` (a started `HotModel`) and its metrics.
+
+    Call `open_model(ctx)` from `open` and `close_model()` from `close`. The hot path calls
+    `self.current_model()` once per batch (or record) and predicts with what it returns, so the
+    version it reports is the version that predicted.
+    """
+
+    settings: ModelSettings
+    model: HotModel | None = None
+
+    def __init__(self, settings: ModelSettings | None = None, **kw: Any) -> None:
+        self.settings = settings or ModelSettings(**kw)
+        self.model = None
+        self._predictions: Any = None
+        self._latency: Any = None
+        self._counters: dict[str, Any] = {}
+        self._synced: dict[str, int] = {}
+        self._next_sync = 0.0
+
+    # -- life cycle -----------------------------------------------------------------------------
+
+    def open_model(self, ctx: Any) -> None:
+        get = getattr(ctx, "get_job_parameter", None)
+        settings = self.settings.with_parameters(get) if get else self.settings
+        if not settings.url:
+            raise ValueError("no model URL: pass url=... or set the job parameter model.url")
+        self.subtask = subtask_index(ctx)
+        self.log_prefix = f"[{type(self).__name__} subtask {self.subtask}]"
+        self.model = HotModel(
+            settings.url,
+            poll_interval=settings.poll_interval,
+            jitter=settings.jitter,
+            max_backoff=settings.max_backoff,
+            cache_dir=settings.cache_dir or None,
+            public_key=settings.public_key or None,
+            max_bundle_bytes=settings.max_bundle_bytes,
+            heap_limit=settings.heap_limit_mb << 20,
+            call_timeout=settings.call_timeout,
+            source_options=settings.source_options,
+        )
+        self.model.start()
+        info = self.model.info
+        log.info(
+            "%s serving %s %s (%s) from %s",
+            self.log_prefix,
+            info.model,
+            info.version,
+            (info.sha256 or "")[:12],
+            settings.url,
+        )
+        self._register_metrics(ctx)
+
+    def close_model(self) -> None:
+        if self.model is not None:
+            self.model.stop()
+            self.model = None
+
+    # -- hot path -------------------------------------------------------------------------------
+
+    def current_model(self) -> LoadedModel:
+        assert self.model is not None, "open_model() was not called"
+        self._sync_counters()
+        return self.model.current()
+
+    def record_batch(self, rows: int, seconds: float) -> None:
+        if self._predictions is not None:
+            self._predictions.mark_event(rows)
+        if self._latency is not None:
+            self._latency.update(int(seconds * 1e6))
+
+    # -- metrics --------------------------------------------------------------------------------
+
+    def _register_metrics(self, ctx: Any) -> None:
+        group_of = getattr(ctx, "get_metrics_group", None) or getattr(ctx, "get_metric_group", None)
+        try:
+            base = group_of() if group_of else None
+        except Exception:  # metrics disabled (python.metric.enabled=false)
+            base = None
+        if base is None:
+            return
+        group = base.add_group("model")
+        hm = self.model
+        assert hm is not None
+
+        def sha_prefix() -> int:
+            return int((hm.info.sha256 or "0")[:12], 16)
+
+        def version_number() -> int:
+            v = hm.info.version or ""
+            return int(v) if v.isdigit() else -1
+
+        group.gauge("version_sha256_prefix", sha_prefix)
+        group.gauge("version_number", version_number)
+        group.gauge("loaded_at_ms", lambda: int((hm.info.loaded_at or 0) * 1000))
+        group.gauge("last_swap_stall_us", lambda: int((hm.info.last_swap_stall_seconds or 0) * 1e6))
+        group.gauge("last_build_ms", lambda: int((hm.info.last_build_seconds or 0) * 1e3))
+        self._counters = {
+            name: group.counter(name)
+            for name in ("checks", "reloads", "reload_failures", "not_ready", "rebuilds")
+        }
+        self._synced = dict.fromkeys(self._counters, 0)
+        self._predictions = group.meter("predictions", time_span_in_seconds=10)
+        self._latency = group.distribution("batch_latency_us")
+
+    def _sync_counters(self) -> None:
+        """Copies the agent's counters into Flink counters, at most every 100 ms."""
+        if not self._counters:
+            return
+        now = time.monotonic()
+        if now < self._next_sync:
+            return
+        self._next_sync = now + 0.1
+        assert self.model is not None
+        info = self.model.info
+        values = {
+            "checks": info.checks,
+            "reloads": info.reloads,
+            "reload_failures": info.failures,
+            "not_ready": info.not_ready,
+            "rebuilds": info.rebuilds,
+        }
+        for name, value in values.items():
+            delta = value - self._synced[name]
+            if delta > 0:
+                self._counters[name].inc(delta)
+                self._synced[name] = value
+
+
+def env_default(name: str, fallback: str) -> str:
+    return os.environ.get(name, fallback)
