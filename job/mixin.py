@@ -19,7 +19,6 @@ Metrics (in the function's metric group, under `model`):
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -30,6 +29,18 @@ from reloader.values import LoadedModel
 log = logging.getLogger("job")
 
 PARAM_PREFIX = "model."
+# ModelSettings fields that job parameters can set, as model.<name with '-'>.
+_PARAMETERS = (
+    "url",
+    "poll_interval",
+    "jitter",
+    "max_backoff",
+    "cache_dir",
+    "public_key",
+    "max_bundle_bytes",
+    "heap_limit_mb",
+    "call_timeout",
+)
 
 
 @dataclass(frozen=True)
@@ -51,17 +62,7 @@ class ModelSettings:
     def with_parameters(self, get: Any) -> ModelSettings:
         """A copy with any `model.*` job parameter applied (`get(key, default) -> str`)."""
         changes: dict[str, Any] = {}
-        for name in (
-            "url",
-            "poll_interval",
-            "jitter",
-            "max_backoff",
-            "cache_dir",
-            "public_key",
-            "max_bundle_bytes",
-            "heap_limit_mb",
-            "call_timeout",
-        ):
+        for name in _PARAMETERS:
             raw = get(PARAM_PREFIX + name.replace("_", "-"), None)
             if raw is None or raw == "":
                 continue
@@ -72,17 +73,7 @@ class ModelSettings:
     def as_parameters(self) -> dict[str, str]:
         """Job parameters carrying these settings (`set_global_job_parameters`)."""
         out = {}
-        for name in (
-            "url",
-            "poll_interval",
-            "jitter",
-            "max_backoff",
-            "cache_dir",
-            "public_key",
-            "max_bundle_bytes",
-            "heap_limit_mb",
-            "call_timeout",
-        ):
+        for name in _PARAMETERS:
             value = getattr(self, name)
             if value not in ("", None):
                 out[PARAM_PREFIX + name.replace("_", "-")] = str(value)
@@ -237,7 +228,3 @@ class ReloaderMixin:
             if delta > 0:
                 self._counters[name].inc(delta)
                 self._synced[name] = value
-
-
-def env_default(name: str, fallback: str) -> str:
-    return os.environ.get(name, fallback)
