@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import threading
@@ -28,6 +27,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+
+from v8_predict import cpu_model
 
 from model.bundle import EXAMPLES, build_bundle, bundle_path
 from model.train import load_wine_csv
@@ -116,16 +117,6 @@ def publish_to_serve(
     return float(np.median(times))
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--swaps", type=int, default=100)
@@ -180,7 +171,7 @@ def main() -> None:
 
     results["machine"] = {
         "cores": os.cpu_count(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
     }
     r = results
     print(f"hot swap under load ({int(r['swaps'])} swaps, batch {args.batch}):")

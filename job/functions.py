@@ -8,7 +8,6 @@ JSON objects: the `id`, the predicted `label`, the `probabilities` by output nam
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,17 +33,15 @@ class PredictRecord(ReloaderMixin, ProcessFunction):  # type: ignore[misc]
 
     def process_element(self, value: str, ctx: ProcessFunction.Context) -> Iterator[str]:
         record = json.loads(value)
-        model = self.current_model()
-        t0 = time.perf_counter()
-        (prediction,) = model.runtime.predict_rows([record])
-        self.record_batch(1, time.perf_counter() - t0)
-        outputs = model.runtime.meta.outputs
+        result = self.run_model(lambda rt: (rt.predict_rows([record])[0], rt.meta.outputs))
+        prediction, outputs = result.value
+        self.count_predictions(1)
         yield json.dumps(
             {
                 "id": record.get("id"),
                 "label": prediction.label,
                 "probabilities": dict(zip(outputs, map(float, prediction.scores), strict=True)),
-                "model_version": model.version,
-                "model_sha256": model.sha256,
+                "model_version": result.version,
+                "model_sha256": result.sha256,
             }
         )

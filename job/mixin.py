@@ -20,14 +20,17 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from reloader.agent import HotModel
-from reloader.values import LoadedModel
+from reloader.runtime import ModelRuntime
+from reloader.values import Versioned
 
 log = logging.getLogger("job")
 
+T = TypeVar("T")
 PARAM_PREFIX = "model."
 # ModelSettings fields that job parameters can set, as model.<name with '-'>.
 _PARAMETERS = (
@@ -105,8 +108,8 @@ class ReloaderMixin:
     """Gives a PyFlink function `self.model` (a started `HotModel`) and its metrics.
 
     Call `open_model(ctx)` from `open` and `close_model()` from `close`. The hot path calls
-    `self.current_model()` once per batch (or record) and predicts with what it returns, so the
-    version it reports is the version that predicted.
+    `self.run_model(call)` once per batch (or record): the result carries the version that
+    predicted.
     """
 
     settings: ModelSettings
@@ -161,16 +164,19 @@ class ReloaderMixin:
 
     # -- hot path -------------------------------------------------------------------------------
 
-    def current_model(self) -> LoadedModel:
+    def run_model(self, call: Callable[[ModelRuntime], T]) -> Versioned[T]:
+        """`call(runtime)` on the current model (see `HotModel.run`), timed into the metrics."""
         assert self.model is not None, "open_model() was not called"
         self._sync_counters()
-        return self.model.current()
+        t0 = time.perf_counter()
+        result = self.model.run(call)
+        if self._latency is not None:
+            self._latency.update(int((time.perf_counter() - t0) * 1e6))
+        return result
 
-    def record_batch(self, rows: int, seconds: float) -> None:
+    def count_predictions(self, rows: int) -> None:
         if self._predictions is not None:
             self._predictions.mark_event(rows)
-        if self._latency is not None:
-            self._latency.update(int(seconds * 1e6))
 
     # -- metrics --------------------------------------------------------------------------------
 

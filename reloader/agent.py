@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -58,6 +58,7 @@ log = logging.getLogger("reloader")
 
 DEFAULT_MAX_BUNDLE_BYTES = 64 << 20
 _BREAKING = (BundleTimeout, BundleMemoryError, RuntimeClosed)
+T = TypeVar("T")
 RETIRE_POLL = 0.05  # seconds between looks for a retired runtime while a swap is pending
 
 
@@ -228,29 +229,27 @@ class HotModel:
 
     def predict_versioned(self, x: npt.ArrayLike) -> Versioned[Matrix]:
         """Like `predict`, with the version and bundle hash of the model that answered."""
-        m = self.current()
-        try:
-            return Versioned(m.runtime.predict(x), m.version, m.sha256)
-        except _BREAKING as e:
-            self._broke(m, e)
-            raise
+        return self.run(lambda runtime: runtime.predict(x))
 
     def predict_rows(
         self, records: Sequence[Mapping[str, Any] | Sequence[Any]]
     ) -> Versioned[list[Prediction]]:
         """Records (dicts by feature name, or rows) -> predictions, with the model version."""
-        m = self.current()
-        try:
-            return Versioned(m.runtime.predict_rows(records), m.version, m.sha256)
-        except _BREAKING as e:
-            self._broke(m, e)
-            raise
+        return self.run(lambda runtime: runtime.predict_rows(records))
 
     def predict_records(self, records: Sequence[Any]) -> Versioned[list[dict[str, Any]]]:
         """The bundle's JSON path (`ml.predict`), with the model version."""
+        return self.run(lambda runtime: runtime.predict_records(records))
+
+    def run(self, call: Callable[[ModelRuntime], T]) -> Versioned[T]:
+        """`call(runtime)` on the current model, with the version and hash of that model.
+
+        For custom calls (e.g. predictions plus `runtime.meta`); a call that breaks the runtime
+        (timeout, heap) has the poll thread rebuild it, as with `predict`.
+        """
         m = self.current()
         try:
-            return Versioned(m.runtime.predict_records(records), m.version, m.sha256)
+            return Versioned(call(m.runtime), m.version, m.sha256)
         except _BREAKING as e:
             self._broke(m, e)
             raise

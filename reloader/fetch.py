@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 import tempfile
 from pathlib import Path
 
+from reloader.atomic import write_atomic
 from reloader.errors import CacheError, IntegrityError, MissingObject, NotReady
 from reloader.manifest import Manifest
 from reloader.sources import Source
@@ -96,19 +96,9 @@ def default_cache_dir() -> Path:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        # No directory fsync: a cache entry lost in a crash is downloaded again.
+        write_atomic(path, data, sync_dir=False)
     except OSError as e:
         raise CacheError(
             f"cannot write the bundle cache {path.parent}: {e.strerror}; make it writable or "

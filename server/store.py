@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from reloader.atomic import fsync_dir, write_atomic
 from reloader.errors import ManifestError
 from reloader.manifest import MANIFEST_NAME, Manifest, parse
 
@@ -153,9 +154,9 @@ class Store:
         history = self.history(name)
         labels: dict[str, list[str]] = {}
         for h in history:
-            labels.setdefault(h["manifest"]["sha256"], [])
-            if h["manifest"]["version"] not in labels[h["manifest"]["sha256"]]:
-                labels[h["manifest"]["sha256"]].append(h["manifest"]["version"])
+            seen = labels.setdefault(h["manifest"]["sha256"], [])
+            if h["manifest"]["version"] not in seen:
+                seen.append(h["manifest"]["version"])
         bundles = []
         bundle_dir = base / "bundles"
         for p in sorted(bundle_dir.iterdir()) if bundle_dir.is_dir() else []:
@@ -214,7 +215,7 @@ class Store:
                 tmp.unlink(missing_ok=True)
                 return False
             os.replace(tmp, final)
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
         return True
 
     def put_manifest(self, name: str, data: bytes, *, how: str = "publish") -> Manifest:
@@ -228,7 +229,7 @@ class Store:
             )
         with self.lock(name):
             self._check_bundle(name, manifest)
-            self._write(self.model_dir(name) / MANIFEST_NAME, data)
+            write_atomic(self.model_dir(name) / MANIFEST_NAME, data)
             self._append_history(name, manifest, data, how)
         return manifest
 
@@ -262,18 +263,6 @@ class Store:
         if len(data) != m.size or hashlib.sha256(data).hexdigest() != m.sha256:
             raise StoreError(409, f"{m.bundle} does not match the manifest's sha256/size")
 
-    def _write(self, path: Path, data: bytes) -> None:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        _fsync_dir(path.parent)
-
     def _append_history(self, name: str, m: Manifest, data: bytes, how: str) -> None:
         entry = {
             "published_at": _rfc3339(datetime.now(timezone.utc).timestamp()),
@@ -285,14 +274,6 @@ class Store:
             f.write(json.dumps(entry) + "\n")
             f.flush()
             os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _rfc3339(ts: float) -> str:

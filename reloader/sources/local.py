@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from reloader.atomic import write_atomic
 from reloader.errors import MissingObject, SourceError
 from reloader.sources import CHUNK, MANIFEST_NAME, Fetched, Source, Validator
 
@@ -67,24 +67,8 @@ class LocalSource(Source):
 
     def put(self, key: str, data: bytes, *, content_type: str) -> None:
         path = self._path(key)
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            write_atomic(path, data)
         except OSError as e:
             raise SourceError(f"cannot write: {e.strerror}", url=str(path)) from None
 
