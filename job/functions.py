@@ -1,47 +1,270 @@
-"""The PyFlink functions that predict, built on `ReloaderMixin`.
+"""The PyFlink functions that predict, built on `ReloaderMixin` and `Scorer`.
 
-Records are JSON objects: an `id` and the model's features by name (`meta.inputs`). Outputs are
-JSON objects: the `id`, the predicted `label`, the `probabilities` by output name, and the
-`model_version` and `model_sha256` of the model that made the prediction.
+Input rows carry an `id`, the model's features by name, and any other columns (passed through to
+the output). Outputs are JSON lines (see `job.scoring`).
+
+- `PredictBatched`: the process path. A `KeyedProcessFunction` sees every record (override
+  `accept` for per-record logic), buffers it in keyed state, and predicts when `batch_size` records
+  are pending or the oldest has waited `max_delay_ms`. The buffer is Flink state: a checkpoint
+  holds it, so a failure loses nothing. Use `route_by_subtask` as the key so each subtask keeps
+  one buffer (one batch) rather than one per key.
+- `PredictVectorized`: the vectorized path. A pandas UDF: the framework hands it Arrow batches
+  (`python.fn-execution.arrow.batch.size`), so it keeps nothing between calls.
+- `PredictRecord`: one V8 call per record, the row-at-a-time baseline that batching is measured
+  against.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
+import logging
+import time
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from pyflink.datastream import ProcessFunction, RuntimeContext
+import pandas as pd
+from pyflink.common import Row, Types
+from pyflink.datastream import KeyedProcessFunction, ProcessFunction, RuntimeContext
+from pyflink.datastream.state import ValueStateDescriptor
+from pyflink.table.udf import FunctionContext, ScalarFunction
 
 from job.mixin import ModelSettings, ReloaderMixin
+from job.scoring import INVALID, Batch, Scorer, parse_record
+from reloader.errors import BundleError, RuntimeClosed
+
+log = logging.getLogger("job")
+
+JSON_LINES = "line"  # the column name of JSON-lines input
+
+END_OF_INPUT = (1 << 63) - 2  # an event time only the final watermark (Long.MAX_VALUE) reaches
+
+# How long a batch waits for a runtime broken mid-call (timeout, heap) to be rebuilt before its
+# records go out as error records instead.
+REBUILD_WAIT_SECONDS = 10.0
 
 
-class PredictRecord(ReloaderMixin, ProcessFunction):  # type: ignore[misc]
-    """Per-record prediction with room for custom logic (the "rich map function" path).
+class _Predicting(ReloaderMixin):
+    """Scoring with the model's failure rules, shared by the functions below."""
 
-    One Python -> V8 round trip per record: simple and exact, and bound by that round trip.
+    scorer: Scorer
+
+    def _setup(self, ctx: Any) -> None:
+        self.scorer = Scorer()
+        self.open_model(ctx)
+        self.scorer.subtask = self.subtask
+
+    def predict_batch(self, batch: Batch) -> list[str]:
+        """JSON lines for `batch`; a model that fails on it yields error records, never a crash.
+
+        A runtime broken by this batch (timeout, heap) is rebuilt by the reloader; the batch is
+        retried once on the rebuilt runtime. A batch that breaks it again, or that the bundle
+        rejects, becomes error records naming the cause.
+        """
+        if batch.size == 0:
+            return []
+        deadline = time.monotonic() + REBUILD_WAIT_SECONDS
+        attempts = 0
+        while True:
+            try:
+                result, lines = self.scorer.score(self.run_model, batch)
+            except RuntimeClosed as e:
+                if time.monotonic() < deadline:
+                    time.sleep(0.01)  # the poll thread is rebuilding the runtime
+                    continue
+                return self._failed(batch, f"model unavailable: {e}")
+            except BundleError as e:
+                attempts += 1
+                if attempts == 1 and time.monotonic() < deadline:
+                    continue  # a broken runtime is rebuilt: RuntimeClosed until then
+                return self._failed(batch, f"model failed on this batch: {e}")
+            self.count_predictions(int(result.value.ok.sum()))
+            return lines
+
+    def _failed(self, batch: Batch, why: str) -> list[str]:
+        assert self.model is not None
+        info = self.model.info
+        log.warning("%s %d records not predicted: %s", self.log_prefix, batch.size, why)
+        return self.scorer.errors_only(batch, why, info.version or "", info.sha256 or "")
+
+
+def as_record(value: Any) -> dict[str, Any]:
+    """An input element as a record by column name: a JSON line, a named `Row`, or a mapping."""
+    if isinstance(value, str | bytes):
+        return parse_record(value)
+    if isinstance(value, Row):
+        return value.as_dict()
+    if isinstance(value, dict):
+        return value
+    return {INVALID: f"not a record but {type(value).__name__}"}
+
+
+class PredictBatched(_Predicting, KeyedProcessFunction):  # type: ignore[misc]
+    """The process path: per-record logic, batched prediction, the buffer in keyed state.
+
+    Input elements are JSON lines, named `Row`s or dicts. Subclasses may override `accept` to
+    filter or transform a record before it is buffered.
     """
+
+    def __init__(
+        self,
+        settings: ModelSettings | None = None,
+        *,
+        batch_size: int = 256,
+        max_delay_ms: int = 5,
+        **kw: Any,
+    ) -> None:
+        ReloaderMixin.__init__(self, settings, **kw)
+        if batch_size < 1 or max_delay_ms < 0:
+            raise ValueError("batch_size must be >= 1 and max_delay_ms >= 0")
+        self.batch_size = batch_size
+        self.max_delay_ms = max_delay_ms
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self._setup(runtime_context)
+        self.pending = runtime_context.get_state(
+            ValueStateDescriptor("pending", Types.PICKLED_BYTE_ARRAY())
+        )
+
+    def close(self) -> None:
+        self.close_model()
+
+    def accept(self, value: Any) -> dict[str, Any] | None:
+        """Per-record hook: the record to predict (by column name), or None to drop it."""
+        return as_record(value)
+
+    def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Iterator[str]:
+        row = self.accept(value)
+        if row is None:
+            return
+        buffered = self.pending.value()
+        if buffered is None:
+            buffered = [row]
+            if self.max_delay_ms:
+                ts = ctx.timer_service()
+                ts.register_processing_time_timer(ts.current_processing_time() + self.max_delay_ms)
+                # Processing-time timers are dropped when a bounded input ends; the final
+                # watermark fires event-time timers, so this one flushes the last batch.
+                ts.register_event_time_timer(END_OF_INPUT)
+        else:
+            buffered.append(row)
+        if len(buffered) >= self.batch_size or not self.max_delay_ms:
+            self.pending.clear()
+            yield from self.predict_batch(Batch(records=buffered))
+        else:
+            self.pending.update(buffered)
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[str]:
+        buffered = self.pending.value()
+        if buffered:
+            self.pending.clear()
+            yield from self.predict_batch(Batch(records=buffered))
+
+
+class PredictVectorized(_Predicting, ScalarFunction):  # type: ignore[misc]
+    """The vectorized path: a pandas UDF over the columns named in `columns`, in that order.
+
+    Register it with `udf(PredictVectorized(columns, ...), result_type=DataTypes.STRING(),
+    func_type="pandas")` and call it with those columns; it returns one JSON line per row.
+    With `columns=[JSON_LINES]` it takes one STRING column of JSON lines instead.
+    """
+
+    def __init__(
+        self, columns: Sequence[str], settings: ModelSettings | None = None, **kw: Any
+    ) -> None:
+        ReloaderMixin.__init__(self, settings, **kw)
+        self.columns = tuple(columns)
+
+    def open(self, function_context: FunctionContext) -> None:
+        self._setup(function_context)
+
+    def close(self) -> None:
+        self.close_model()
+
+    def eval(self, *series: pd.Series) -> pd.Series:
+        if self.columns == (JSON_LINES,):
+            batch = Batch(records=[parse_record(line) for line in series[0]])
+        else:
+            batch = Batch(
+                columns={name: s.to_numpy() for name, s in zip(self.columns, series, strict=True)}
+            )
+        return pd.Series(self.predict_batch(batch), dtype=object)
+
+
+class PredictRecord(_Predicting, ProcessFunction):  # type: ignore[misc]
+    """One Python -> V8 round trip per record: the row-at-a-time baseline."""
 
     def __init__(self, settings: ModelSettings | None = None, **kw: Any) -> None:
         ReloaderMixin.__init__(self, settings, **kw)
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        self.open_model(runtime_context)
+        self._setup(runtime_context)
 
     def close(self) -> None:
         self.close_model()
 
-    def process_element(self, value: str, ctx: ProcessFunction.Context) -> Iterator[str]:
-        record = json.loads(value)
-        result = self.run_model(lambda rt: (rt.predict_rows([record])[0], rt.meta.outputs))
-        prediction, outputs = result.value
-        self.count_predictions(1)
-        yield json.dumps(
-            {
-                "id": record.get("id"),
-                "label": prediction.label,
-                "probabilities": dict(zip(outputs, map(float, prediction.scores), strict=True)),
-                "model_version": result.version,
-                "model_sha256": result.sha256,
-            }
-        )
+    def process_element(self, value: Any, ctx: ProcessFunction.Context) -> Iterable[str]:
+        return self.predict_batch(Batch(records=[as_record(value)]))
+
+
+# -- routing ------------------------------------------------------------------------------------
+
+
+def _murmur(code: int) -> int:
+    """Flink's `MathUtils.murmurHash(int)` (32-bit, as Java computes it)."""
+
+    def rotl(x: int, r: int) -> int:
+        return ((x << r) | (x >> (32 - r))) & 0xFFFFFFFF
+
+    c = code & 0xFFFFFFFF
+    c = (c * 0xCC9E2D51) & 0xFFFFFFFF
+    c = rotl(c, 15)
+    c = (c * 0x1B873593) & 0xFFFFFFFF
+    c = rotl(c, 13)
+    c = (c * 5 + 0xE6546B64) & 0xFFFFFFFF
+    c ^= 4
+    c ^= c >> 16
+    c = (c * 0x85EBCA6B) & 0xFFFFFFFF
+    c ^= c >> 13
+    c = (c * 0xC2B2AE35) & 0xFFFFFFFF
+    c ^= c >> 16
+    signed = c - (1 << 32) if c & 0x80000000 else c
+    if signed >= 0:
+        return signed
+    return -signed if signed != -(1 << 31) else 0
+
+
+def subtask_of_key(key: int, parallelism: int, max_parallelism: int) -> int:
+    """The subtask Flink routes an INT key to (`KeyGroupRangeAssignment`)."""
+    key_group = _murmur(key) % max_parallelism
+    return key_group * parallelism // max_parallelism
+
+
+def keys_per_subtask(parallelism: int, max_parallelism: int) -> list[int]:
+    """One INT key per downstream subtask: keying by `keys[i % parallelism]` gives every subtask
+    exactly one key, so the process path keeps one buffer, and one batch, per subtask."""
+    keys: dict[int, int] = {}
+    candidate = 0
+    while len(keys) < parallelism:
+        keys.setdefault(subtask_of_key(candidate, parallelism, max_parallelism), candidate)
+        candidate += 1
+    return [keys[i] for i in range(parallelism)]
+
+
+class RouteBySubtask:
+    """Key selector for `PredictBatched`: spreads records evenly, one key per subtask.
+
+    Rows are spread by their integer `id` (field `id_index`), anything else (JSON lines) by a
+    hash of the element: a spread, not a grouping, so no parsing is needed here.
+    """
+
+    def __init__(self, parallelism: int, max_parallelism: int, id_index: int | None = 0) -> None:
+        self.id_index = id_index
+        self.keys = keys_per_subtask(parallelism, max_parallelism)
+
+    def __call__(self, value: Any) -> int:
+        n = len(self.keys)
+        if self.id_index is not None and isinstance(value, Row):
+            rid = value[self.id_index]
+            if isinstance(rid, int):
+                return self.keys[rid % n]
+        return self.keys[zlib.crc32(value if isinstance(value, bytes) else str(value).encode()) % n]

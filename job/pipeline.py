@@ -1,0 +1,256 @@
+"""The job graph: source -> predict (process or vectorized path) -> sink, and its configuration.
+
+Sources (tables):
+    wine        the WINE rows replayed at `rate` records/s (a rate-limited Java generator, so
+                the stream is steady, not bursty): columns id, the 13 features, created_ms
+    dir:PATH    JSON-lines files in PATH, read continuously (Flink's FileSource): one STRING
+                column of lines, parsed in the predict function (a bad line becomes an error
+                record, not a failed job)
+Sinks (one STRING column of JSON lines):
+    print       stdout of the TaskManagers
+    dir:PATH    rolling files, committed on checkpoints (exactly-once)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from job.functions import JSON_LINES, PredictBatched, PredictRecord, PredictVectorized
+from job.mixin import ModelSettings
+
+APIS = ("process", "vectorized", "record")
+MODES = ("process", "thread")
+MAX_PARALLELISM = 128
+
+
+@dataclass
+class JobOptions:
+    """Everything `python -m job` can set (see `job.cli` for the flags and their env vars)."""
+
+    model: str = ""
+    source: str = "wine"
+    sink: str = "print"
+    api: str = "process"
+    parallelism: int = 1
+    checkpoint_dir: str = ""
+    checkpoint_interval_ms: int = 0  # 0: none, unless the sink needs it (dir:)
+    poll_interval: float = 1.0
+    public_key: str = ""
+    cache_dir: str = ""
+    rate: float = 500.0  # wine: records/s over all subtasks (0: as fast as possible)
+    records: int = 20_000  # wine: how many
+    batch_size: int = 256  # process path: predict when this many are pending...
+    max_delay_ms: int = 5  # ...or the oldest has waited this long
+    bundle_time_ms: int = 10  # python.fn-execution.bundle.time
+    bundle_size: int = 1000  # python.fn-execution.bundle.size
+    arrow_batch_size: int = 1000  # python.fn-execution.arrow.batch.size
+    execution_mode: str = "process"  # python.execution-mode
+    restart_attempts: int = 3
+    roll_interval: str = "1 min"  # dir: sink: a part file is closed after this long
+    name: str = "tf-on-flink predict"
+    extra_config: dict[str, str] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.api not in APIS:
+            raise ValueError(f"api must be one of {', '.join(APIS)}, got {self.api!r}")
+        if self.execution_mode not in MODES:
+            raise ValueError(f"execution mode must be one of {', '.join(MODES)}")
+        if not (self.source == "wine" or self.source.startswith("dir:")):
+            raise ValueError(f"source must be 'wine' or 'dir:PATH', got {self.source!r}")
+        if not (self.sink == "print" or self.sink.startswith("dir:")):
+            raise ValueError(f"sink must be 'print' or 'dir:PATH', got {self.sink!r}")
+        if not self.model:
+            raise ValueError("no model URL (--model / PREDICT_JOB_MODEL)")
+        if self.parallelism < 1 or self.batch_size < 1 or self.records < 0 or self.rate < 0:
+            raise ValueError("parallelism and batch size must be >= 1, records and rate >= 0")
+
+    @property
+    def checkpointing_ms(self) -> int:
+        if self.checkpoint_interval_ms:
+            return self.checkpoint_interval_ms
+        # A dir: sink commits its files on checkpoints: without them nothing would be visible.
+        return 5000 if self.sink.startswith("dir:") or self.checkpoint_dir else 0
+
+    def model_settings(self) -> ModelSettings:
+        return ModelSettings(
+            url=self.model,
+            poll_interval=self.poll_interval,
+            public_key=self.public_key,
+            cache_dir=self.cache_dir,
+        )
+
+
+def flink_configuration(opts: JobOptions) -> dict[str, str]:
+    """The Flink settings the options imply (a plain dict, so it is easy to show and test)."""
+    conf = {
+        "python.executable": sys.executable,
+        "python.client.executable": sys.executable,
+        "python.execution-mode": opts.execution_mode,
+        "python.fn-execution.bundle.time": str(opts.bundle_time_ms),
+        "python.fn-execution.bundle.size": str(opts.bundle_size),
+        "python.fn-execution.arrow.batch.size": str(opts.arrow_batch_size),
+        "pipeline.max-parallelism": str(MAX_PARALLELISM),
+        "pipeline.name": opts.name,
+        "restart-strategy.type": "fixed-delay",
+        "restart-strategy.fixed-delay.attempts": str(opts.restart_attempts),
+        "restart-strategy.fixed-delay.delay": "1 s",
+    }
+    if opts.checkpointing_ms:
+        conf["execution.checkpointing.interval"] = f"{opts.checkpointing_ms} ms"
+        conf["execution.checkpointing.mode"] = "EXACTLY_ONCE"
+    if opts.checkpoint_dir:
+        conf["execution.checkpointing.storage"] = "filesystem"
+        conf["execution.checkpointing.dir"] = Path(opts.checkpoint_dir).resolve().as_uri()
+    if opts.execution_mode == "thread":
+        # Thread mode runs Python inside the JVM: it needs this venv's packages on the path.
+        paths = [p for p in sys.path if p and os.path.isdir(p)]
+        conf["python.pythonpath"] = os.pathsep.join(paths)
+    conf.update(opts.extra_config)
+    return conf
+
+
+def environments(opts: JobOptions) -> tuple[Any, Any]:
+    """(StreamExecutionEnvironment, StreamTableEnvironment) configured for `opts`."""
+    os.environ.setdefault("FLINK_LOG_DIR", str(Path.cwd() / "log"))
+    from pyflink.common import Configuration
+    from pyflink.datastream import StreamExecutionEnvironment
+    from pyflink.table import StreamTableEnvironment
+
+    conf = Configuration()
+    for key, value in flink_configuration(opts).items():
+        conf.set_string(key, value)
+    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    env.set_parallelism(opts.parallelism)
+    env.get_config().set_global_job_parameters(opts.model_settings().as_parameters())
+    t_env = StreamTableEnvironment.create(env)
+    for key, value in flink_configuration(opts).items():
+        t_env.get_config().set(key, value)
+    return env, t_env
+
+
+# -- sources --------------------------------------------------------------------------------------
+
+
+def wine_source(env: Any, t_env: Any, rate: float, records: int) -> Any:
+    """The WINE rows replayed as a steady stream: a Table (id, 13 features, created_ms)."""
+    from pyflink.common import Types, WatermarkStrategy
+    from pyflink.datastream.connectors import Source
+    from pyflink.java_gateway import get_gateway
+
+    from model.train import load_wine_csv
+
+    features, _, x, _ = load_wine_csv()
+    jvm = get_gateway().jvm
+    ids = jvm.java.util.stream.LongStream.range(0, max(records, 1)).boxed()
+    elements = ids.collect(jvm.java.util.stream.Collectors.toList())
+    long_type = Types.LONG().get_java_type_info()
+    generator = jvm.org.apache.flink.connector.datagen.functions.IndexLookupGeneratorFunction(
+        long_type, elements
+    )
+    limits = jvm.org.apache.flink.api.connector.source.util.ratelimit.RateLimiterStrategy
+    limiter = limits.perSecond(float(rate)) if rate > 0 else limits.noOp()
+    source = jvm.org.apache.flink.connector.datagen.source.DataGeneratorSource(
+        generator, records, limiter, long_type
+    )
+    stream = env.from_source(
+        Source(source), WatermarkStrategy.no_watermarks(), "wine ids", type_info=Types.LONG()
+    )
+    t_env.create_temporary_view("wine_ids", t_env.from_data_stream(stream))
+    n = len(x)
+    # Row i of the data set is WINE row id % n; DOUBLE literals (E0) keep the columns DOUBLE.
+    cols = ",\n  ".join(
+        f"ARRAY[{', '.join(repr(float(v)) + 'E0' for v in x[:, j])}]"
+        f"[CAST(MOD(f0, {n}) AS INT) + 1] AS `{name}`"
+        for j, name in enumerate(features)
+    )
+    now_ms = (
+        "UNIX_TIMESTAMP(CAST(LOCALTIMESTAMP AS STRING)) * 1000"
+        " + EXTRACT(MILLISECOND FROM LOCALTIMESTAMP)"
+    )
+    return t_env.sql_query(f"SELECT f0 AS id,\n  {cols},\n  {now_ms} AS created_ms FROM wine_ids")
+
+
+def dir_source(env: Any, path: str) -> Any:
+    """JSON-lines files in `path`, read continuously: a DataStream of lines."""
+    from pyflink.common import Duration, WatermarkStrategy
+    from pyflink.datastream.connectors.file_system import FileSource, StreamFormat
+
+    source = (
+        FileSource.for_record_stream_format(StreamFormat.text_line_format(), str(path))
+        .monitor_continuously(Duration.of_seconds(1))
+        .build()
+    )
+    return env.from_source(source, WatermarkStrategy.no_watermarks(), f"files in {path}")
+
+
+# -- the graph ------------------------------------------------------------------------------------
+
+
+def build(opts: JobOptions, env: Any, t_env: Any, *, predictor: Any = None) -> Any:
+    """The job's result: a Table with one STRING column `record` (JSON lines).
+
+    `predictor` replaces the process path's function (a `PredictBatched` subclass, e.g. with
+    per-record logic).
+    """
+    from pyflink.common import Types
+    from pyflink.table import DataTypes
+    from pyflink.table.expressions import col
+    from pyflink.table.udf import udf
+
+    opts.validate()
+    settings = opts.model_settings()
+    if opts.source == "wine":
+        table = wine_source(env, t_env, opts.rate, opts.records)
+        lines = None
+    else:
+        lines = dir_source(env, opts.source[len("dir:") :])
+        table = None
+
+    if opts.api == "vectorized":
+        if table is None:
+            table = t_env.from_data_stream(lines).alias(JSON_LINES)
+        columns = table.get_schema().get_field_names()
+        predict = udf(
+            PredictVectorized(columns, settings),
+            result_type=DataTypes.STRING(),
+            func_type="pandas",
+        )
+        return table.select(predict(*[col(c) for c in columns]).alias("record"))
+
+    stream = t_env.to_data_stream(table) if table is not None else lines
+    if opts.api == "record":
+        out = stream.process(PredictRecord(settings), output_type=Types.STRING())
+    else:
+        from job.functions import RouteBySubtask
+
+        function = predictor or PredictBatched(
+            settings, batch_size=opts.batch_size, max_delay_ms=opts.max_delay_ms
+        )
+        keyed = stream.key_by(
+            RouteBySubtask(opts.parallelism, MAX_PARALLELISM), key_type=Types.INT()
+        )
+        out = keyed.process(function, output_type=Types.STRING())
+    return t_env.from_data_stream(out).alias("record")
+
+
+def sink(opts: JobOptions, t_env: Any, result: Any) -> Any:
+    """Inserts `result` into the sink the options name; returns the TableResult (job started)."""
+    if opts.sink == "print":
+        ddl = "CREATE TEMPORARY TABLE predictions (record STRING) WITH ('connector' = 'print')"
+    else:
+        path = Path(opts.sink[len("dir:") :]).resolve()
+        ddl = f"""CREATE TEMPORARY TABLE predictions (record STRING) WITH (
+            'connector' = 'filesystem',
+            'path' = '{path.as_uri()}',
+            'format' = 'raw',
+            'sink.rolling-policy.file-size' = '64MB',
+            'sink.rolling-policy.rollover-interval' = '{opts.roll_interval}',
+            'sink.rolling-policy.inactivity-interval' = '{opts.roll_interval}',
+            'sink.rolling-policy.check-interval' = '{opts.roll_interval}'
+        )"""
+    t_env.execute_sql(ddl)
+    return result.execute_insert("predictions")

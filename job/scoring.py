@@ -1,0 +1,238 @@
+"""Batches of rows in, output records (JSON lines) out: the part both prediction paths share.
+
+A batch arrives as columns by name (the source table's columns: `id`, the model's features,
+anything else). The current model's `meta.inputs` pick and order the features, so a new model
+version that takes its features in another order, or fewer of them, needs no job change. A row
+whose features are missing, not numbers, or not finite gets an error record naming the feature;
+the rest of the batch is predicted.
+
+Output record (one JSON object per input row):
+    {"id": ..., "label": ..., "probabilities": {output: p, ...}, "model_version": ...,
+     "model_sha256": ..., "subtask": ..., <other input columns as they came>}
+or, for a row that cannot be predicted:
+    {"id": ..., "error": "feature 'ash' is missing", "model_version": ..., ...}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from reloader.runtime import ModelRuntime
+from reloader.values import Versioned
+
+ID_COLUMN = "id"
+INVALID = "_invalid"  # key of a record that could not be parsed; its value says why
+Column = Sequence[Any] | npt.NDArray[Any]
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One batch's model results, before formatting (what runs inside the model call)."""
+
+    probabilities: npt.NDArray[np.float32]  # [ok rows, outputs]
+    ok: npt.NDArray[np.bool_]  # [n]: rows that were predicted
+    errors: dict[int, str]  # row -> why it was not
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    labels: tuple[str, ...]
+
+
+def as_floats(values: Column) -> npt.NDArray[np.float64]:
+    """A column as float64; anything that is not a number (None, text, bool) becomes NaN."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
+        return values.astype(np.float64, copy=False)
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+        if not any(isinstance(v, bool | str | bytes) for v in values):
+            return arr
+    except (TypeError, ValueError):
+        pass
+    return np.array([_number(v) for v in values], dtype=np.float64)
+
+
+def _number(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating):
+        return math.nan
+    return float(v)
+
+
+def _why(v: Any, feature: str) -> str:
+    if v is None:
+        return f"feature {feature!r} is missing"
+    if isinstance(v, float) and math.isnan(v):
+        return f"feature {feature!r} is NaN (missing or not a number)"
+    if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating):
+        return f"feature {feature!r} is {type(v).__name__}, not a number"
+    return f"feature {feature!r} is {v}"
+
+
+class Scorer:
+    """Scores batches given as columns; the same for the process and the vectorized path."""
+
+    def __init__(self) -> None:
+        self.subtask: int | None = None
+
+    def score(
+        self, run: Callable[[Callable[[ModelRuntime], Scored]], Versioned[Scored]], batch: Batch
+    ) -> tuple[Versioned[Scored], list[str]]:
+        """Predicts `batch` on the current model; returns the results and one JSON line per row."""
+        result = run(lambda rt: self._predict(rt, batch))
+        return result, self.format(batch, result)
+
+    def _predict(self, rt: ModelRuntime, batch: Batch) -> Scored:
+        meta = rt.meta
+        n = batch.size
+        x = np.empty((n, len(meta.inputs)), dtype=np.float32)
+        errors: dict[int, str] = {}
+        invalid = batch.column(INVALID)
+        if invalid is not None:
+            errors.update({r: why for r, why in enumerate(invalid) if why is not None})
+        for j, name in enumerate(meta.inputs):
+            raw = batch.column(name)
+            if raw is None:
+                for r in range(n):
+                    errors.setdefault(r, f"feature {name!r} is missing")
+                x[:, j] = 0.0
+                continue
+            col = as_floats(raw)
+            bad = ~np.isfinite(col)
+            if bad.any():
+                for r in np.flatnonzero(bad):
+                    errors.setdefault(int(r), _why(raw[int(r)], name))
+                col = np.where(bad, 0.0, col)
+            x[:, j] = col
+        ok = np.ones(n, dtype=bool)
+        if errors:
+            ok[list(errors)] = False
+        probabilities = rt.predict(x[ok] if errors else x) if ok.any() else np.empty((0, 0))
+        return Scored(
+            probabilities.astype(np.float32, copy=False),
+            ok,
+            errors,
+            meta.inputs,
+            meta.outputs,
+            meta.labels,
+        )
+
+    def format(self, batch: Batch, result: Versioned[Scored]) -> list[str]:
+        s = result.value
+        ids = batch.column(ID_COLUMN)
+        skip = _RESERVED | set(s.inputs)
+        tail: dict[str, Any] = {"model_version": result.version, "model_sha256": result.sha256}
+        if self.subtask is not None:
+            tail["subtask"] = self.subtask
+        best = s.probabilities.argmax(axis=1).tolist() if len(s.probabilities) else []
+        rows = s.probabilities.tolist()
+        out: list[str] = []
+        k = 0
+        for r in range(batch.size):
+            rec: dict[str, Any] = {"id": _plain(ids[r]) if ids is not None else None}
+            if s.ok[r]:
+                rec["label"] = s.labels[best[k]]
+                rec["probabilities"] = dict(zip(s.outputs, rows[k], strict=True))
+                k += 1
+            else:
+                rec["error"] = s.errors[r]
+            rec.update(tail)
+            rec.update(batch.extras(r, skip))
+            out.append(json.dumps(rec, allow_nan=False, default=str))
+        return out
+
+    def errors_only(self, batch: Batch, why: str, version: str, sha256: str) -> list[str]:
+        """Error records for a whole batch the model could not score (the model itself failed)."""
+        ids = batch.column(ID_COLUMN)
+        assert ids is not None
+        return [
+            json.dumps(
+                {
+                    "id": _plain(ids[r]),
+                    "error": why,
+                    "model_version": version,
+                    "model_sha256": sha256,
+                },
+                allow_nan=False,
+                default=str,
+            )
+            for r in range(batch.size)
+        ]
+
+
+_RESERVED = frozenset(
+    {
+        INVALID,
+        ID_COLUMN,
+        "label",
+        "probabilities",
+        "error",
+        "model_version",
+        "model_sha256",
+        "subtask",
+    }
+)
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+class Batch:
+    """The rows of one batch: records (mappings by column name) or columns by name."""
+
+    def __init__(
+        self,
+        *,
+        records: Sequence[Mapping[str, Any]] | None = None,
+        columns: Mapping[str, Column] | None = None,
+    ) -> None:
+        self.records = records
+        self._columns: dict[str, Column] = dict(columns or {})
+        if records is not None:
+            self.size = len(records)
+            self.names: tuple[str, ...] = ()
+        else:
+            self.names = tuple(self._columns)
+            self.size = len(next(iter(self._columns.values()))) if self._columns else 0
+
+    def column(self, name: str) -> Column | None:
+        """Values of `name` by row; None if no row has it (None in rows that lack it)."""
+        col = self._columns.get(name)
+        if col is None and self.records is not None:
+            if not any(name in rec for rec in self.records):
+                return None
+            col = [rec.get(name) for rec in self.records]
+            self._columns[name] = col
+        return col
+
+    def extras(self, row: int, skip: frozenset[str] | set[str]) -> dict[str, Any]:
+        """The row's other columns (passed through to its output)."""
+        if self.records is not None:
+            return {k: _plain(v) for k, v in self.records[row].items() if k not in skip}
+        return {k: _plain(col[row]) for k, col in self._columns.items() if k not in skip}
+
+
+def parse_record(line: str | bytes) -> dict[str, Any]:
+    """A JSON-lines record; one that is not a JSON object becomes an invalid record (its error
+    names the problem, its `line` holds the start of the text)."""
+    try:
+        rec = json.loads(line)
+    except ValueError as e:
+        return {INVALID: f"not JSON: {e}", "line": _head(line)}
+    if not isinstance(rec, dict):
+        return {INVALID: f"not a JSON object but {type(rec).__name__}", "line": _head(line)}
+    return rec
+
+
+def _head(line: str | bytes) -> str:
+    text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
+    return text[:200]
