@@ -38,6 +38,7 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("--bundle-time-ms", "bundle_time_ms", int, "python.fn-execution.bundle.time (latency)"),
     ("--bundle-size", "bundle_size", int, "python.fn-execution.bundle.size"),
     ("--arrow-batch-size", "arrow_batch_size", int, "vectorized path: rows per Arrow batch"),
+    ("--buffer-timeout-ms", "buffer_timeout_ms", int, "execution.buffer-timeout (latency)"),
     ("--execution-mode", "execution_mode", str, f"python.execution-mode: {', '.join(MODES)}"),
     ("--roll-interval", "roll_interval", str, "dir: sink: close part files after, e.g. '1 min'"),
     ("--restart-attempts", "restart_attempts", int, "fixed-delay restarts before giving up"),

@@ -92,7 +92,7 @@ def as_record(value: Any) -> dict[str, Any]:
     if isinstance(value, str | bytes):
         return parse_record(value)
     if isinstance(value, Row):
-        return value.as_dict()
+        return dict(value.as_dict())
     if isinstance(value, dict):
         return value
     return {INVALID: f"not a record but {type(value).__name__}"}
@@ -209,43 +209,28 @@ class PredictRecord(_Predicting, ProcessFunction):  # type: ignore[misc]
 # -- routing ------------------------------------------------------------------------------------
 
 
-def _murmur(code: int) -> int:
-    """Flink's `MathUtils.murmurHash(int)` (32-bit, as Java computes it)."""
-
-    def rotl(x: int, r: int) -> int:
-        return ((x << r) | (x >> (32 - r))) & 0xFFFFFFFF
-
-    c = code & 0xFFFFFFFF
-    c = (c * 0xCC9E2D51) & 0xFFFFFFFF
-    c = rotl(c, 15)
-    c = (c * 0x1B873593) & 0xFFFFFFFF
-    c = rotl(c, 13)
-    c = (c * 5 + 0xE6546B64) & 0xFFFFFFFF
-    c ^= 4
-    c ^= c >> 16
-    c = (c * 0x85EBCA6B) & 0xFFFFFFFF
-    c ^= c >> 13
-    c = (c * 0xC2B2AE35) & 0xFFFFFFFF
-    c ^= c >> 16
-    signed = c - (1 << 32) if c & 0x80000000 else c
-    if signed >= 0:
-        return signed
-    return -signed if signed != -(1 << 31) else 0
-
-
-def subtask_of_key(key: int, parallelism: int, max_parallelism: int) -> int:
-    """The subtask Flink routes an INT key to (`KeyGroupRangeAssignment`)."""
-    key_group = _murmur(key) % max_parallelism
-    return key_group * parallelism // max_parallelism
-
-
 def keys_per_subtask(parallelism: int, max_parallelism: int) -> list[int]:
     """One INT key per downstream subtask: keying by `keys[i % parallelism]` gives every subtask
-    exactly one key, so the process path keeps one buffer, and one batch, per subtask."""
+    exactly one key, so the process path keeps one buffer, and one batch, per subtask.
+
+    PyFlink's `key_by` keys by a one-field `Row` holding the key; where such a key lands is
+    asked of Flink itself (`KeyGroupRangeAssignment`, through the client's JVM), so the answer
+    is exact for the Flink version that runs the job.
+    """
+    from pyflink.java_gateway import get_gateway
+
+    gateway = get_gateway()
+    jvm = gateway.jvm
+    assign = jvm.org.apache.flink.runtime.state.KeyGroupRangeAssignment.assignKeyToParallelOperator
+    fields = gateway.new_array(jvm.java.lang.Object, 1)
     keys: dict[int, int] = {}
     candidate = 0
     while len(keys) < parallelism:
-        keys.setdefault(subtask_of_key(candidate, parallelism, max_parallelism), candidate)
+        fields[0] = jvm.java.lang.Integer(candidate)
+        subtask = int(
+            assign(jvm.org.apache.flink.types.Row.of(fields), max_parallelism, parallelism)
+        )
+        keys.setdefault(subtask, candidate)
         candidate += 1
     return [keys[i] for i in range(parallelism)]
 

@@ -61,4 +61,4 @@ def bundle_path(store_dir: str | Path) -> Path:
     """The bundle file the store's version.json points at."""
     store = Path(store_dir)
     manifest = json.loads((store / "version.json").read_text())
-    return store / manifest["bundle"]
+    return store / str(manifest["bundle"])

@@ -22,6 +22,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 # tensorflowjs' Keras converter speaks Keras 2 (tf_keras); TF 2.19 defaults to Keras 3.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -29,6 +30,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 import numpy as np
+import numpy.typing as npt
+
+Array = npt.NDArray[Any]
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "wine.csv"
@@ -44,7 +48,7 @@ RECIPES = {
 }
 
 
-def load_wine_csv(path: Path = DATA) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+def load_wine_csv(path: Path = DATA) -> tuple[list[str], Array, Array, Array]:
     """Returns (feature names, ids, features float64 [n, 13], classes int [n])."""
     with path.open(newline="") as f:
         rows = list(csv.reader(f))
@@ -56,7 +60,7 @@ def load_wine_csv(path: Path = DATA) -> tuple[list[str], np.ndarray, np.ndarray,
     return features, ids, x, y
 
 
-def split(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def split(y: Array) -> tuple[Array, Array]:
     """Stratified, seeded train/test split; returns index arrays."""
     from sklearn.model_selection import train_test_split
 
@@ -67,9 +71,10 @@ def split(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(train_idx), np.sort(test_idx)
 
 
-def standardize(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+def standardize(x: Array, mean: Array, std: Array) -> Array:
     # The bundle repeats exactly this in JavaScript: double precision, then float32.
-    return ((x - mean) / std).astype(np.float32)
+    out: Array = ((x - mean) / std).astype(np.float32)
+    return out
 
 
 def train_one(version: str, out: Path) -> dict[str, float]:
