@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 from pyflink.common import Row, Types
 from pyflink.datastream import KeyedProcessFunction, ProcessFunction, RuntimeContext
-from pyflink.datastream.state import ValueStateDescriptor
+from pyflink.datastream.state import ListStateDescriptor
 from pyflink.table.udf import FunctionContext, ScalarFunction
 
 from job.mixin import ModelSettings, ReloaderMixin
@@ -121,9 +121,12 @@ class PredictBatched(_Predicting, KeyedProcessFunction):  # type: ignore[misc]
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self._setup(runtime_context)
-        self.pending = runtime_context.get_state(
-            ValueStateDescriptor("pending", Types.PICKLED_BYTE_ARRAY())
+        self.pending = runtime_context.get_list_state(
+            ListStateDescriptor("pending", Types.PICKLED_BYTE_ARRAY())
         )
+        # Records added per key since its last flush. Only a hint for flushing by count: after
+        # a restore it starts at 0 and the restored timers flush what the state holds.
+        self.counts: dict[Any, int] = {}
 
     def close(self) -> None:
         self.close_model()
@@ -136,25 +139,27 @@ class PredictBatched(_Predicting, KeyedProcessFunction):  # type: ignore[misc]
         row = self.accept(value)
         if row is None:
             return
-        buffered = self.pending.value()
-        if buffered is None:
-            buffered = [row]
-            if self.max_delay_ms:
-                ts = ctx.timer_service()
-                ts.register_processing_time_timer(ts.current_processing_time() + self.max_delay_ms)
-                # Processing-time timers are dropped when a bounded input ends; the final
-                # watermark fires event-time timers, so this one flushes the last batch.
-                ts.register_event_time_timer(END_OF_INPUT)
-        else:
+        key = ctx.get_current_key()
+        n = self.counts.get(key, 0) + 1
+        if n == 1 and self.max_delay_ms:
+            ts = ctx.timer_service()
+            ts.register_processing_time_timer(ts.current_processing_time() + self.max_delay_ms)
+            # Processing-time timers are dropped when a bounded input ends; the final
+            # watermark fires event-time timers, so this one flushes the last batch.
+            ts.register_event_time_timer(END_OF_INPUT)
+        if n >= self.batch_size or not self.max_delay_ms:
+            buffered = list(self.pending.get() or ())
             buffered.append(row)
-        if len(buffered) >= self.batch_size or not self.max_delay_ms:
             self.pending.clear()
+            self.counts[key] = 0
             yield from self.predict_batch(Batch(records=buffered))
         else:
-            self.pending.update(buffered)
+            self.pending.add(row)
+            self.counts[key] = n
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[str]:
-        buffered = self.pending.value()
+        buffered = list(self.pending.get() or ())
+        self.counts[ctx.get_current_key()] = 0
         if buffered:
             self.pending.clear()
             yield from self.predict_batch(Batch(records=buffered))
