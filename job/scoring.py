@@ -122,27 +122,40 @@ class Scorer:
         )
 
     def format(self, batch: Batch, result: Versioned[Scored]) -> list[str]:
+        """One JSON line per row. Built from templates rather than `json.dumps` per record: this
+        runs for every record and was most of the vectorized path's cost (22 of 34 us/record)."""
         s = result.value
-        ids = batch.column(ID_COLUMN)
+        n = batch.size
+        ids = _json_column(batch.column(ID_COLUMN), n)
         skip = _RESERVED | set(s.inputs)
-        tail: dict[str, Any] = {"model_version": result.version, "model_sha256": result.sha256}
+        tail = f',"model_version":{_js(result.version)},"model_sha256":{_js(result.sha256)}'
         if self.subtask is not None:
-            tail["subtask"] = self.subtask
+            tail += f',"subtask":{self.subtask}'
+        extras = batch.extra_columns(skip)
+        if extras is not None:
+            columns = [(f", {_js(name)}: ", _json_column(col, n)) for name, col in extras]
+        # Probabilities: %.9g keeps every float32 digit (float32 needs 9 to round-trip).
+        probs = ",".join(f"{_js(o)}:%.9g" for o in s.outputs)
+        ok_head = '{"id":%s,"label":%s,"probabilities":{' + probs + "}"
+        labels = [_js(label) for label in s.labels]
         best = s.probabilities.argmax(axis=1).tolist() if len(s.probabilities) else []
         rows = s.probabilities.tolist()
         out: list[str] = []
         k = 0
-        for r in range(batch.size):
-            rec: dict[str, Any] = {"id": _plain(ids[r]) if ids is not None else None}
+        for r in range(n):
             if s.ok[r]:
-                rec["label"] = s.labels[best[k]]
-                rec["probabilities"] = dict(zip(s.outputs, rows[k], strict=True))
+                line = ok_head % (ids[r], labels[best[k]], *rows[k])
                 k += 1
             else:
-                rec["error"] = s.errors[r]
-            rec.update(tail)
-            rec.update(batch.extras(r, skip))
-            out.append(json.dumps(rec, allow_nan=False, default=str))
+                line = f'{{"id":{ids[r]},"error":{_js(s.errors[r])}'
+            line += tail
+            if extras is not None:
+                line += "".join(prefix + values[r] for prefix, values in columns)
+            else:
+                more = batch.extras(r, skip)
+                if more:
+                    line += "," + _js(more)[1:-1]
+            out.append(line + "}")
         return out
 
     def errors_only(self, batch: Batch, why: str, version: str, sha256: str) -> list[str]:
@@ -176,6 +189,19 @@ _RESERVED = frozenset(
         "subtask",
     }
 )
+
+
+def _js(v: Any) -> str:
+    return json.dumps(_plain(v), allow_nan=False, default=str, separators=(",", ":"))
+
+
+def _json_column(values: Column | None, n: int) -> list[str]:
+    """A column's values as JSON text (integers fast, anything else through `json.dumps`)."""
+    if values is None:
+        return ["null"] * n
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iu":
+        return [str(v) for v in values.tolist()]
+    return [str(v) if type(v) is int else _js(v) for v in values]
 
 
 def _plain(v: Any) -> Any:
@@ -213,6 +239,12 @@ class Batch:
             col = [rec.get(name) for rec in self.records]
             self._columns[name] = col
         return col
+
+    def extra_columns(self, skip: frozenset[str] | set[str]) -> list[tuple[str, Column]] | None:
+        """The other columns of a columnar batch (None for records: theirs vary per record)."""
+        if self.records is not None:
+            return None
+        return [(k, col) for k, col in self._columns.items() if k not in skip]
 
     def extras(self, row: int, skip: frozenset[str] | set[str]) -> dict[str, Any]:
         """The row's other columns (passed through to its output)."""

@@ -1,0 +1,237 @@
+"""Records/s of the prediction job's paths, side by side in one run, at parallelism 1 and 2.
+
+    python bench/job_throughput.py [--quick] [--json OUT]
+
+Cases (each in a fresh mini-cluster, the WINE source unthrottled, a blackhole sink):
+    identity-process      ProcessFunction that passes each record on (the baseline of the
+                          process path), in the process path's execution mode
+    identity-keyed        the process path's shape (key_by, KeyedProcessFunction) passing records on
+    process               the process path: PredictBatched, batched V8 predict, JSON out
+    identity-vectorized   a pandas UDF over the same columns returning a string per row
+    vectorized            the vectorized path: PredictVectorized
+    record                one V8 call per record (PredictRecord, the seed's design)
+
+Each figure is the steady pace: the source's output count (sampled from Flink's REST API; with
+backpressure the source runs at the pipeline's pace) between 20% and 90% of the input, so job
+start-up (JVM, Python workers, model load) is not in it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CASES = [
+    "identity-process",
+    "identity-keyed",
+    "process",
+    "identity-vectorized",
+    "vectorized",
+    "record",
+]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_one(case: str, parallelism: int, records: int, store: str, cache: str) -> float:
+    """Runs one job to completion in this process; returns its steady records/s."""
+    import pandas as pd
+    from pyflink.common import Types
+    from pyflink.datastream import KeyedProcessFunction, ProcessFunction
+    from pyflink.table import DataTypes
+    from pyflink.table.expressions import col
+    from pyflink.table.udf import udf
+
+    from job.functions import RouteBySubtask
+    from job.pipeline import MAX_PARALLELISM, JobOptions, build, environments, wine_source
+
+    api = {
+        "process": "process",
+        "vectorized": "vectorized",
+        "record": "record",
+        "identity-process": "process",
+        "identity-keyed": "process",
+        "identity-vectorized": "vectorized",
+    }[case]
+    port = _free_port()
+    opts = JobOptions(
+        extra_config={
+            "rest.port": str(port),
+            "rest.address": "127.0.0.1",
+            "rest.bind-address": "127.0.0.1",
+            "metrics.fetcher.update-interval": "100 ms",
+        },
+        model=store,
+        cache_dir=cache,
+        api=api,
+        parallelism=parallelism,
+        rate=0,
+        records=records,
+        poll_interval=60,
+    )
+    env, t_env = environments(opts)
+    t_env.execute_sql("CREATE TEMPORARY TABLE sink (record STRING) WITH ('connector'='blackhole')")
+
+    class Identity(ProcessFunction):  # type: ignore[misc]
+        def process_element(self, value: Any, ctx: Any) -> Any:
+            yield str(value[0])
+
+    class KeyedIdentity(KeyedProcessFunction):  # type: ignore[misc]
+        def process_element(self, value: Any, ctx: Any) -> Any:
+            yield str(value[0])
+
+    @udf(result_type=DataTypes.STRING(), func_type="pandas")  # type: ignore[misc]
+    def identity(ids: pd.Series, *rest: pd.Series) -> pd.Series:
+        return ids.astype(str)
+
+    if case.startswith("identity-"):
+        table = wine_source(env, t_env, 0, records)
+        if case == "identity-vectorized":
+            cols = table.get_schema().get_field_names()
+            result = table.select(identity(*[col(c) for c in cols]))
+        else:
+            stream = t_env.to_data_stream(table)
+            if case == "identity-keyed":
+                stream = stream.key_by(
+                    RouteBySubtask(parallelism, MAX_PARALLELISM), key_type=Types.INT()
+                ).process(KeyedIdentity(), output_type=Types.STRING())
+            else:
+                stream = stream.process(Identity(), output_type=Types.STRING())
+            result = t_env.from_data_stream(stream)
+    else:
+        result = build(opts, env, t_env)
+    table_result = result.execute_insert("sink")
+    job_id = str(table_result.get_job_client().get_job_id())
+    return steady_rate(f"http://127.0.0.1:{port}", job_id, records, table_result)
+
+
+def steady_rate(rest: str, job_id: str, records: int, table_result: Any) -> float:
+    """Records/s through the job between 20% and 90% of the input, from the source's
+    numRecordsOut (backpressure makes it the pipeline's pace), sampled from the REST API."""
+    from job.metrics import rest_get
+
+    samples: list[tuple[float, float]] = []
+    ids: list[str] = []
+    vertex = ""
+    while True:
+        try:
+            status = rest_get(rest, f"/jobs/{job_id}")
+        except OSError:  # the mini-cluster shuts down with its last job
+            break
+        if status["state"] in ("FINISHED", "FAILED", "CANCELED"):
+            break
+        if not ids:
+            for v in status["vertices"]:
+                if v["name"].startswith("Source: wine ids"):
+                    vertex = v["id"]
+                    listing = rest_get(rest, f"/jobs/{job_id}/vertices/{vertex}/metrics")
+                    ids = [
+                        m["id"]
+                        for m in listing
+                        if m["id"].endswith(".numRecordsOut") and "Source" in m["id"]
+                    ]
+        if ids:
+            try:
+                path = f"/jobs/{job_id}/vertices/{vertex}/metrics?get={','.join(ids)}"
+                got = rest_get(rest, path)
+            except OSError:
+                break
+            samples.append((time.perf_counter(), sum(float(m["value"]) for m in got)))
+        time.sleep(0.1)  # sampling period of a benchmark, not a wait for an event
+    table_result.wait()
+    window = [(t, c) for t, c in samples if 0.2 * records <= c <= 0.9 * records]
+    if len(window) < 2 or window[-1][1] == window[0][1]:
+        raise RuntimeError(f"too few samples in the steady window: {samples}")
+    (t0, c0), (t1, c1) = window[0], window[-1]
+    return (c1 - c0) / (t1 - t0)
+
+
+def measure(case: str, parallelism: int, n: int, store: str, cache: str) -> dict[str, Any]:
+    """One case in a fresh process (a fresh mini-cluster)."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--one", case, str(parallelism), str(n), store, cache],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    line = [x for x in out.stdout.splitlines() if x.startswith("RATE ")]
+    if out.returncode != 0 or not line:
+        raise RuntimeError(f"{case} p={parallelism} n={n} failed:\n{out.stderr[-3000:]}")
+    rate = float(line[0].split()[1])
+    return {"case": case, "parallelism": parallelism, "records": n, "records_per_s": rate}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="smaller runs, parallelism 1 only")
+    parser.add_argument("--json", help="write the results here too")
+    parser.add_argument("--one", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        case, p, n, store, cache = args.one
+        print(f"RATE {run_one(case, int(p), int(n), store, cache):.1f}", flush=True)
+        return 0
+
+    from model.bundle import EXAMPLES, build_bundle
+
+    fast = 100_000 if args.quick else 300_000
+    slow = 10_000 if args.quick else 30_000
+    parallelisms = [1] if args.quick else [1, 2]
+    with tempfile.TemporaryDirectory(prefix="bench-job-") as tmp:
+        os.environ.setdefault("FLINK_LOG_DIR", str(Path(tmp) / "logs"))
+        store = str(Path(tmp) / "store")
+        build_bundle(EXAMPLES / "v2", store)
+        cache = str(Path(tmp) / "cache")
+        results = []
+        for p in parallelisms:
+            for case in CASES:
+                r = measure(case, p, slow if case == "record" else fast, store, cache)
+                results.append(r)
+                print(f"  {case:<20} p={p}  {r['records_per_s']:>10,.0f} records/s", flush=True)
+
+    rate = {(r["case"], r["parallelism"]): r["records_per_s"] for r in results}
+    cpu = os.cpu_count()
+    print(f"\nJob throughput (records/s, WINE rows, {cpu} cores; steady pace, 20-90% of the input)")
+    print(f"| case | {' | '.join(f'p={p}' for p in parallelisms)} |")
+    print(f"|---|{'---|' * len(parallelisms)}")
+    for case in CASES:
+        print(f"| {case} | {' | '.join(f'{rate[(case, p)]:,.0f}' for p in parallelisms)} |")
+    ratios: dict[str, float] = {}
+    for p in parallelisms:
+        ratios[f"vectorized_vs_identity_p{p}"] = (
+            rate[("vectorized", p)] / rate[("identity-vectorized", p)]
+        )
+        ratios[f"process_vs_identity_p{p}"] = rate[("process", p)] / rate[("identity-process", p)]
+        ratios[f"process_vs_keyed_identity_p{p}"] = (
+            rate[("process", p)] / rate[("identity-keyed", p)]
+        )
+        ratios[f"vectorized_vs_record_p{p}"] = rate[("vectorized", p)] / rate[("record", p)]
+    print("\nratios (goals: vectorized/identity >= 0.8, process/identity >= 0.7)")
+    for key, value in ratios.items():
+        print(f"  {key:<32} {value:6.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"results": results, "ratios": ratios}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
