@@ -50,9 +50,11 @@ def as_floats(values: Column) -> npt.NDArray[np.float64]:
         return values.astype(np.float64, copy=False)
     try:
         arr = np.asarray(values, dtype=np.float64)
-        if not any(isinstance(v, bool | str | bytes) for v in values):
+        if arr.shape == (len(values),) and not any(
+            isinstance(v, bool | str | bytes) for v in values
+        ):
             return arr
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         pass
     return np.array([_number(v) for v in values], dtype=np.float64)
 
@@ -60,7 +62,10 @@ def as_floats(values: Column) -> npt.NDArray[np.float64]:
 def _number(v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating):
         return math.nan
-    return float(v)
+    try:
+        return float(v)
+    except OverflowError:  # an int beyond float64
+        return math.inf
 
 
 def _why(v: Any, feature: str) -> str:
@@ -70,7 +75,9 @@ def _why(v: Any, feature: str) -> str:
         return f"feature {feature!r} is NaN (missing or not a number)"
     if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating):
         return f"feature {feature!r} is {type(v).__name__}, not a number"
-    return f"feature {feature!r} is {v}"
+    if isinstance(v, float) and not math.isfinite(v):
+        return f"feature {feature!r} is {v}"
+    return f"feature {feature!r} is out of the float32 range"
 
 
 class Scorer:
@@ -102,7 +109,8 @@ class Scorer:
                 x[:, j] = 0.0
                 continue
             col = as_floats(raw)
-            bad = ~np.isfinite(col)
+            with np.errstate(over="ignore"):
+                bad = ~np.isfinite(col.astype(np.float32))  # what the model is given
             if bad.any():
                 for r in np.flatnonzero(bad):
                     errors.setdefault(int(r), _why(raw[int(r)], name))
