@@ -30,7 +30,7 @@ $(TRAIN_VENV)/.installed: pyproject.toml
 	touch $@
 
 run: setup
-	$(PY) -m model.demo
+	$(PY) -m job
 
 test: setup setup-train
 	TRAIN_PYTHON=$(abspath $(TRAIN_PY)) $(PY) -m pytest $(PYTEST_ARGS)
