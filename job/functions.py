@@ -92,6 +92,8 @@ def as_record(value: Any) -> dict[str, Any]:
     if isinstance(value, str | bytes):
         return parse_record(value)
     if isinstance(value, Row):
+        if len(value) == 1 and isinstance(value[0], str | bytes):
+            return parse_record(value[0])  # a JSON line in a one-column row
         return dict(value.as_dict())
     if isinstance(value, dict):
         return value
@@ -253,8 +255,9 @@ class RouteBySubtask:
 
     def __call__(self, value: Any) -> int:
         n = len(self.keys)
-        if self.id_index is not None and isinstance(value, Row):
-            rid = value[self.id_index]
-            if isinstance(rid, int):
-                return self.keys[rid % n]
-        return self.keys[zlib.crc32(value if isinstance(value, bytes) else str(value).encode()) % n]
+        if isinstance(value, Row):
+            if self.id_index is not None and isinstance(value[self.id_index], int):
+                return self.keys[value[self.id_index] % n]
+            value = value[0] if len(value) == 1 else str(value)
+        data = value if isinstance(value, bytes) else str(value).encode()
+        return self.keys[zlib.crc32(data) % n]
