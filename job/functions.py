@@ -256,8 +256,9 @@ class RouteBySubtask:
     def __call__(self, value: Any) -> int:
         n = len(self.keys)
         if isinstance(value, Row):
-            if self.id_index is not None and isinstance(value[self.id_index], int):
-                return self.keys[value[self.id_index] % n]
+            rid = value[self.id_index] if self.id_index is not None else None
+            if isinstance(rid, int):
+                return self.keys[rid % n]
             value = value[0] if len(value) == 1 else str(value)
         data = value if isinstance(value, bytes) else str(value).encode()
         return self.keys[zlib.crc32(data) % n]
