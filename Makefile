@@ -53,6 +53,8 @@ bench: setup
 	$(PY) bench/v8_predict.py
 	$(PY) bench/swap.py
 	$(PY) bench/server.py
+	$(PY) bench/job_latency.py
+	$(PY) bench/job_throughput.py
 
 lint: setup
 	$(VENV)/bin/ruff check reloader job server model tests bench
