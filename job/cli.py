@@ -114,9 +114,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     client = result.get_job_client()
     if client is not None:
         print(f"submitted job {client.get_job_id()}", flush=True)
-    try:
+    if _attached(env):  # `flink run -d` returns once the job is submitted
         result.wait()
-    except Exception as e:  # a detached submission (`flink run -d`) has no result to wait for
-        if "detached" not in str(e).lower():
-            raise
     return 0
+
+
+def _attached(env: Any) -> bool:
+    from pyflink.java_gateway import get_gateway
+
+    options = get_gateway().jvm.org.apache.flink.configuration.DeploymentOptions
+    conf = env._j_stream_execution_environment.getConfiguration()
+    return bool(conf.get(options.ATTACHED))

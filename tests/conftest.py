@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,3 +55,13 @@ def bundle_v2(built_stores: dict[str, Path]) -> bytes:
 def versions(bundle_v1: bytes, bundle_v2: bytes) -> Versions:
     """Cheap distinct versions to publish: the real v1/v2 bundles plus a unique comment."""
     return Versions({"v1": bundle_v1, "v2": bundle_v2})
+
+
+@pytest.fixture(scope="session")
+def s3_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One real SeaweedFS S3 server for the session (bucket `models`)."""
+    from seaweed import start_seaweed
+
+    server = start_seaweed(tmp_path_factory.mktemp("seaweed"), buckets=("models",))
+    yield server
+    server.stop()

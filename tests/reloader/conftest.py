@@ -35,15 +35,6 @@ def http_store(tmp_path: Path) -> Iterator[HttpStore]:
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def s3_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from seaweed import start_seaweed
-
-    server = start_seaweed(tmp_path_factory.mktemp("seaweed"), buckets=("models",))
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def s3(s3_session: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     """The session's SeaweedFS, its AWS variables set for this test."""
