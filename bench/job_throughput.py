@@ -41,14 +41,6 @@ CASES = [
 ]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def run_one(case: str, parallelism: int, records: int, store: str, cache: str) -> float:
     """Runs one job to completion in this process; returns its steady records/s."""
     import pandas as pd
@@ -59,6 +51,7 @@ def run_one(case: str, parallelism: int, records: int, store: str, cache: str) -
     from pyflink.table.udf import udf
 
     from job.functions import RouteBySubtask
+    from job.metrics import local_rest
     from job.pipeline import MAX_PARALLELISM, JobOptions, build, environments, wine_source
 
     api = {
@@ -69,14 +62,9 @@ def run_one(case: str, parallelism: int, records: int, store: str, cache: str) -
         "identity-keyed": "process",
         "identity-vectorized": "vectorized",
     }[case]
-    port = _free_port()
+    rest, rest_conf = local_rest()
     opts = JobOptions(
-        extra_config={
-            "rest.port": str(port),
-            "rest.address": "127.0.0.1",
-            "rest.bind-address": "127.0.0.1",
-            "metrics.fetcher.update-interval": "100 ms",
-        },
+        extra_config=rest_conf,
         model=store,
         cache_dir=cache,
         api=api,
@@ -118,7 +106,7 @@ def run_one(case: str, parallelism: int, records: int, store: str, cache: str) -
         result = build(opts, env, t_env)
     table_result = result.execute_insert("sink")
     job_id = str(table_result.get_job_client().get_job_id())
-    return steady_rate(f"http://127.0.0.1:{port}", job_id, records, table_result)
+    return steady_rate(rest, job_id, records, table_result)
 
 
 def steady_rate(rest: str, job_id: str, records: int, table_result: Any) -> float:

@@ -10,7 +10,6 @@ happened and what it cost the predicting thread.
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import tempfile
 import time
@@ -19,17 +18,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from job.metrics import local_rest, model_metrics
 from job.pipeline import JobOptions, build, environments
 from model.bundle import EXAMPLES, build_bundle
 from model.train import load_wine_csv
 from reloader.manifest import MANIFEST_NAME, Manifest, parse
 from reloader.sources import open_source
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _publish(build_dir: Path, store: str) -> Manifest:
@@ -57,7 +51,7 @@ def run_demo(opts: JobOptions, *, seconds: float = 40.0, out: Any = None) -> int
         build_bundle(EXAMPLES / "v2", root / "build-v2")
         _publish(root / "build-v1", str(store))
         records = opts.records if opts.records != JobOptions.records else int(opts.rate * seconds)
-        rest_port = _free_port()
+        rest, rest_conf = local_rest()
         opts = replace(
             opts,
             model=str(store),
@@ -65,12 +59,7 @@ def run_demo(opts: JobOptions, *, seconds: float = 40.0, out: Any = None) -> int
             records=records,
             cache_dir=opts.cache_dir or str(root / "cache"),
             poll_interval=min(opts.poll_interval, 1.0),
-            extra_config={
-                "rest.port": str(rest_port),
-                "rest.address": "127.0.0.1",
-                "rest.bind-address": "127.0.0.1",
-                **opts.extra_config,
-            },
+            extra_config={**rest_conf, **opts.extra_config},
         )
         say(
             f"streaming {records} WINE records at {opts.rate:g}/s through the {opts.api} path "
@@ -79,7 +68,6 @@ def run_demo(opts: JobOptions, *, seconds: float = 40.0, out: Any = None) -> int
         env, t_env = environments(opts)
         result = build(opts, env, t_env).execute()
         job_id = str(result.get_job_client().get_job_id())
-        rest = f"http://127.0.0.1:{rest_port}"
 
         per_version: dict[str, Counter[str]] = defaultdict(Counter)
         errors = 0
@@ -155,8 +143,6 @@ def run_demo(opts: JobOptions, *, seconds: float = 40.0, out: Any = None) -> int
 
 def _swap_metrics(rest: str, job_id: str) -> tuple[float | None, float | None]:
     """The largest last-swap stall (us) and the latest load time (epoch ms) over subtasks."""
-    from job.metrics import model_metrics
-
     try:
         stalls = model_metrics(rest, job_id, "last_swap_stall_us")
         loaded = model_metrics(rest, job_id, "loaded_at_ms")

@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 import psutil
 from storekit import wait_until
 
-from job.metrics import rest_get
+from job.metrics import free_port, rest_get
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,12 +33,6 @@ def pyflink_home() -> Path:
     return Path(pyflink.__file__).resolve().parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class StandaloneFlink:
     def __init__(self, root: Path, *, slots: int = 2, env: dict[str, str] | None = None) -> None:
         self.root = root
@@ -48,7 +41,7 @@ class StandaloneFlink:
         self.conf_dir = root / "conf"
         self.log_dir = root / "log"
         self.pid_dir = root / "pid"
-        self.rest_port = _free_port()
+        self.rest_port = free_port()
         self.rest = f"http://127.0.0.1:{self.rest_port}"
         self.env = dict(os.environ)
         self.env.update(env or {})
@@ -73,16 +66,16 @@ class StandaloneFlink:
             "env.pid.dir": str(self.pid_dir),
             "env.log.dir": str(self.log_dir),
             "jobmanager.rpc.address": "127.0.0.1",
-            "jobmanager.rpc.port": _free_port(),
+            "jobmanager.rpc.port": free_port(),
             "jobmanager.bind-host": "127.0.0.1",
             "jobmanager.memory.process.size": "1024m",
             "taskmanager.host": "127.0.0.1",
             "taskmanager.bind-host": "127.0.0.1",
-            "taskmanager.rpc.port": _free_port(),
-            "taskmanager.data.port": _free_port(),
+            "taskmanager.rpc.port": free_port(),
+            "taskmanager.data.port": free_port(),
             "taskmanager.numberOfTaskSlots": self.slots,
             "taskmanager.memory.process.size": "1728m",
-            "blob.server.port": _free_port(),
+            "blob.server.port": free_port(),
             "rest.address": "127.0.0.1",
             "rest.bind-address": "127.0.0.1",
             "rest.port": self.rest_port,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
@@ -14,14 +13,8 @@ from typing import Any
 import numpy as np
 from storekit import wait_until
 
-from job.metrics import model_metrics
+from job.metrics import local_rest, model_metrics
 from job.pipeline import JobOptions, build, environments, sink
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -49,20 +42,11 @@ class RunningJob:
 def running_job(opts: JobOptions, tmp: Path, predictor: Any = None) -> Iterator[RunningJob]:
     """Starts the job (sink included) in a local mini-cluster; cancels it if the test fails."""
     os.environ.setdefault("FLINK_LOG_DIR", str(tmp / "flink-logs"))
-    port = free_port()
-    opts = replace(
-        opts,
-        extra_config={
-            "rest.port": str(port),
-            "rest.address": "127.0.0.1",
-            "rest.bind-address": "127.0.0.1",
-            "metrics.fetcher.update-interval": "100 ms",
-            **opts.extra_config,
-        },
-    )
+    rest, rest_conf = local_rest()
+    opts = replace(opts, extra_config={**rest_conf, **opts.extra_config})
     env, t_env = environments(opts)
     result = sink(opts, t_env, build(opts, env, t_env, predictor=predictor))
-    job = RunningJob(result, f"http://127.0.0.1:{port}", str(result.get_job_client().get_job_id()))
+    job = RunningJob(result, rest, str(result.get_job_client().get_job_id()))
     try:
         yield job
     except BaseException:
