@@ -7,13 +7,21 @@ to what the function was constructed with, so one job graph can be pointed at an
 without rebuilding it.
 
 Metrics (in the function's metric group, under `model`):
-    version_sha256_prefix (gauge)  first 12 hex digits of the serving bundle's sha256, as an int
-    version_number (gauge)          the version label when it is an integer, else -1
-    loaded_at_ms (gauge)            when the serving version was built
-    checks, reloads, reload_failures, not_ready, rebuilds (counters, synced from the agent)
+    version_number                  the version label when it is an integer, else -1
+    version_sha256_prefix           first 12 hex digits of the serving bundle's sha256, as an int
+    loaded_at_ms                    when the serving version was built
+    last_swap_stall_us, last_build_ms
+    checks, reloads, reload_failures, not_ready, rebuilds   (counts from the agent)
     predictions (meter)             records predicted
     batch_latency_us (distribution) microseconds per batch predicted
-    last_swap_stall_us, last_build_ms (gauges)
+
+Every value is pushed from the processing thread with the batches it predicts (at most every
+100 ms, and at once when the serving version changes); none is a Python gauge. In thread mode
+Flink reads a Python gauge from its metrics thread through the task thread's interpreter state,
+concurrently with that thread: that crashed the JVM here (SIGSEGV in take_gil and
+_PyEval_EvalFrameDefault). So the gauge-like values are counters set to the current value (`inc`
+by the difference), which reporters and the REST API show like gauges. A subtask that predicts
+nothing does not refresh them.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from typing import Any, TypeVar
 
 from reloader.agent import HotModel
 from reloader.runtime import ModelRuntime
-from reloader.values import Versioned
+from reloader.values import ModelInfo, Versioned
 
 log = logging.getLogger("job")
 
@@ -120,8 +128,9 @@ class ReloaderMixin:
         self.model = None
         self._predictions: Any = None
         self._latency: Any = None
-        self._counters: dict[str, Any] = {}
-        self._synced: dict[str, int] = {}
+        self._values: dict[str, Any] = {}
+        self._reported: dict[str, int] = {}
+        self._reported_sha256: str | None = None
         self._next_sync = 0.0
 
     # -- life cycle -----------------------------------------------------------------------------
@@ -167,11 +176,12 @@ class ReloaderMixin:
     def run_model(self, call: Callable[[ModelRuntime], T]) -> Versioned[T]:
         """`call(runtime)` on the current model (see `HotModel.run`), timed into the metrics."""
         assert self.model is not None, "open_model() was not called"
-        self._sync_counters()
         t0 = time.perf_counter()
         result = self.model.run(call)
         if self._latency is not None:
             self._latency.update(int((time.perf_counter() - t0) * 1e6))
+        # A new version is reported with the batch it first predicted.
+        self._sync_metrics(force=result.sha256 != self._reported_sha256)
         return result
 
     def count_predictions(self, rows: int) -> None:
@@ -189,48 +199,59 @@ class ReloaderMixin:
         if base is None:
             return
         group = base.add_group("model")
-        hm = self.model
-        assert hm is not None
-
-        def sha_prefix() -> int:
-            return int((hm.info.sha256 or "0")[:12], 16)
-
-        def version_number() -> int:
-            v = hm.info.version or ""
-            return int(v) if v.isdigit() else -1
-
-        group.gauge("version_sha256_prefix", sha_prefix)
-        group.gauge("version_number", version_number)
-        group.gauge("loaded_at_ms", lambda: int((hm.info.loaded_at or 0) * 1000))
-        group.gauge("last_swap_stall_us", lambda: int((hm.info.last_swap_stall_seconds or 0) * 1e6))
-        group.gauge("last_build_ms", lambda: int((hm.info.last_build_seconds or 0) * 1e3))
-        self._counters = {
-            name: group.counter(name)
-            for name in ("checks", "reloads", "reload_failures", "not_ready", "rebuilds")
-        }
-        self._synced = dict.fromkeys(self._counters, 0)
+        self._values = {name: group.counter(name) for name in _VALUES}
+        self._reported = dict.fromkeys(_VALUES, 0)
         self._predictions = group.meter("predictions", time_span_in_seconds=10)
         self._latency = group.distribution("batch_latency_us")
+        # Not set here: in process mode a metric changed in open() is outside any bundle and
+        # never reported (Beam's metric container of open() is not the bundles'), so the first
+        # batch sets everything (its sha256 differs from None).
 
-    def _sync_counters(self) -> None:
-        """Copies the agent's counters into Flink counters, at most every 100 ms."""
-        if not self._counters:
+    def _sync_metrics(self, *, force: bool = False) -> None:
+        """Sets the metrics to the agent's state, at most every 100 ms unless `force`."""
+        if not self._values:
             return
         now = time.monotonic()
-        if now < self._next_sync:
+        if not force and now < self._next_sync:
             return
         self._next_sync = now + 0.1
         assert self.model is not None
         info = self.model.info
-        values = {
-            "checks": info.checks,
-            "reloads": info.reloads,
-            "reload_failures": info.failures,
-            "not_ready": info.not_ready,
-            "rebuilds": info.rebuilds,
-        }
-        for name, value in values.items():
-            delta = value - self._synced[name]
-            if delta > 0:
-                self._counters[name].inc(delta)
-                self._synced[name] = value
+        self._reported_sha256 = info.sha256
+        for name, value in metric_values(info).items():
+            delta = value - self._reported[name]
+            if delta:
+                self._values[name].inc(delta)
+                self._reported[name] = value
+
+
+_VALUES = (
+    "version_number",
+    "version_sha256_prefix",
+    "loaded_at_ms",
+    "last_swap_stall_us",
+    "last_build_ms",
+    "checks",
+    "reloads",
+    "reload_failures",
+    "not_ready",
+    "rebuilds",
+)
+
+
+def metric_values(info: ModelInfo) -> dict[str, int]:
+    """The integer metrics `ReloaderMixin` reports for an agent's state."""
+    version = info.version or ""
+    number = int(version) if version.isascii() and version.isdigit() else -1
+    return {
+        "version_number": number if number < 1 << 62 else -1,
+        "version_sha256_prefix": int((info.sha256 or "0")[:12], 16),
+        "loaded_at_ms": int((info.loaded_at or 0) * 1000),
+        "last_swap_stall_us": int((info.last_swap_stall_seconds or 0) * 1e6),
+        "last_build_ms": int((info.last_build_seconds or 0) * 1e3),
+        "checks": info.checks,
+        "reloads": info.reloads,
+        "reload_failures": info.failures,
+        "not_ready": info.not_ready,
+        "rebuilds": info.rebuilds,
+    }
