@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TRAIN_PY := $(TRAIN_VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-train run test test-fast train bundle bench lint typecheck clean
+.PHONY: setup setup-train run test test-fast train bundle bench bench-quick lint typecheck clean
 
 setup: $(VENV)/.installed model/node_modules/.package-lock.json
 
@@ -49,12 +49,13 @@ OUT ?= build/wine
 bundle: setup
 	cd model && node build.mjs $(abspath $(MODEL)) $(abspath $(OUT))
 
-bench: setup
-	$(PY) bench/v8_predict.py
-	$(PY) bench/swap.py
-	$(PY) bench/server.py
-	$(PY) bench/job_latency.py
-	$(PY) bench/job_throughput.py
+# Every benchmark side by side (<= 15 min on 2 cores): bench/results/latest.{json,md} + plots.
+bench: setup setup-train
+	TRAIN_PYTHON=$(abspath $(TRAIN_PY)) $(PY) bench/run.py
+
+# The same, smaller (<= 3 min): every key, soak of 1 minute.
+bench-quick: setup setup-train
+	TRAIN_PYTHON=$(abspath $(TRAIN_PY)) $(PY) bench/run.py --quick
 
 lint: setup
 	$(VENV)/bin/ruff check reloader job server model tests bench

@@ -1,6 +1,6 @@
 """End-to-end latency of the prediction job at 1,000 records/s, per path and setting.
 
-    python bench/job_latency.py [--quick] [--json OUT]
+    python bench/job_latency.py [--quick] [--seconds 15] [--json OUT]
 
 Each case runs `python -m job --source wine --rate 1000 --sink print ...` in its own process
 (a local mini-cluster). The WINE source stamps every record with `created_ms` when it is
@@ -77,18 +77,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="6 s per case instead of 15 s")
+    parser.add_argument("--quick", action="store_true", help="6 s per case, default paths only")
+    parser.add_argument("--seconds", type=float, help="seconds per case (default 15, quick 6)")
     parser.add_argument("--json", help="write the results here too")
     args = parser.parse_args()
     from model.bundle import EXAMPLES, build_bundle
 
-    records = 6 * RATE if args.quick else 15 * RATE
+    cases = CASES[:2] if args.quick else CASES
+    records = int((args.seconds or (6 if args.quick else 15)) * RATE)
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:
         os.environ.setdefault("FLINK_LOG_DIR", str(Path(tmp) / "logs"))
         store = str(Path(tmp) / "store")
         build_bundle(EXAMPLES / "v2", store)
-        for name, case_args in CASES:
+        for name, case_args in cases:
             results[name] = run_case(case_args, store, str(Path(tmp) / "cache"), records)
             r = results[name]
             print(f"  {name:<36} p50 {r['p50_ms']:6.1f}  p99 {r['p99_ms']:6.1f}  "

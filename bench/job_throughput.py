@@ -1,6 +1,6 @@
 """Records/s of the prediction job's paths, side by side in one run, at parallelism 1 and 2.
 
-    python bench/job_throughput.py [--quick] [--json OUT]
+    python bench/job_throughput.py [--quick] [--records N] [--cases A,B] [--json OUT]
 
 Cases (each in a fresh mini-cluster, the WINE source unthrottled, a blackhole sink):
     identity-process      ProcessFunction that passes each record on (the baseline of the
@@ -173,6 +173,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller runs, parallelism 1 only")
     parser.add_argument("--json", help="write the results here too")
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated subset")
+    parser.add_argument(
+        "--records", type=int, default=0, help="records per case (record path: a tenth)"
+    )
     parser.add_argument("--one", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -182,8 +185,8 @@ def main() -> int:
 
     from model.bundle import EXAMPLES, build_bundle
 
-    fast = 100_000 if args.quick else 300_000
-    slow = 10_000 if args.quick else 30_000
+    fast = args.records or (100_000 if args.quick else 300_000)
+    slow = fast // 10
     parallelisms = [1] if args.quick else [1, 2]
     with tempfile.TemporaryDirectory(prefix="bench-job-") as tmp:
         os.environ.setdefault("FLINK_LOG_DIR", str(Path(tmp) / "logs"))

