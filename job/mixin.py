@@ -217,10 +217,13 @@ class ReloaderMixin:
         self._next_sync = now + 0.1
         assert self.model is not None
         info = self.model.info
+        first = self._reported_sha256 is None
         self._reported_sha256 = info.sha256
         for name, value in metric_values(info).items():
             delta = value - self._reported[name]
-            if delta:
+            # The first sync touches every counter, so a value of 0 is reported too (process
+            # mode reports only the counters a bundle touched).
+            if delta or first:
                 self._values[name].inc(delta)
                 self._reported[name] = value
 
