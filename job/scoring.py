@@ -28,6 +28,9 @@ from reloader.runtime import ModelRuntime
 from reloader.values import Versioned
 
 ID_COLUMN = "id"
+_NONFINITE = (
+    "the model's output for this row is not finite (features far outside the training range?)"
+)
 INVALID = "_invalid"  # key of a record that could not be parsed; its value says why
 Column = Sequence[Any] | npt.NDArray[Any]
 
@@ -119,7 +122,18 @@ class Scorer:
         ok = np.ones(n, dtype=bool)
         if errors:
             ok[list(errors)] = False
-        probabilities = rt.predict(x[ok] if errors else x) if ok.any() else np.empty((0, 0))
+        if ok.any():
+            probabilities = rt.predict(x[ok] if errors else x, allow_nonfinite=True)
+            finite = np.isfinite(probabilities).all(axis=1)
+            if not finite.all():
+                # Features finite but extreme enough to overflow the model: those rows only.
+                rows = np.flatnonzero(ok)
+                for r in rows[~finite]:
+                    errors[int(r)] = _NONFINITE
+                ok[rows[~finite]] = False
+                probabilities = probabilities[finite]
+        else:
+            probabilities = np.empty((0, 0))
         return Scored(
             probabilities.astype(np.float32, copy=False),
             ok,

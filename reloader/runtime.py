@@ -134,12 +134,14 @@ class ModelRuntime:
 
     # -- hot path ---------------------------------------------------------------------------------
 
-    def predict(self, x: npt.ArrayLike) -> Matrix:
+    def predict(self, x: npt.ArrayLike, *, allow_nonfinite: bool = False) -> Matrix:
         """float32 matrix [n, len(meta.inputs)] of raw features -> float32 [n, len(meta.outputs)].
 
         Rows go through the bundle's pre-processing, model and post-processing in V8, `max_batch`
         rows per call.
-        The result is a fresh array (no view into V8 memory escapes).
+        The result is a fresh array (no view into V8 memory escapes). Non-finite outputs raise
+        `BundleOutputError` (with `check_outputs`) unless `allow_nonfinite`: then the caller
+        deals with them row by row (extreme but finite features can overflow a model).
         """
         if self._in is None or self._out is None:
             self._raise_closed()
@@ -173,7 +175,7 @@ class ModelRuntime:
                     stage="predict",
                 )
             out[start : start + rows] = self._out[:rows]
-        if self.check_outputs and n and not np.isfinite(out).all():
+        if self.check_outputs and not allow_nonfinite and n and not np.isfinite(out).all():
             row = int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
             raise BundleOutputError(f"non-finite output for row {row}", stage="predict")
         return out
