@@ -103,7 +103,9 @@ class Publisher(threading.Thread):
                     self.bad.append((torn.label, "torn (manifest before bundle)"))
                     continue
                 self.label += 1
+                # Unique bytes: a bad bundle seen before is skipped by its quarantined hash.
                 data = bad_bundle(self.versions.bundles["v2"], BAD_KINDS[k])
+                data += f"\n/* {self.label} */\n".encode()
                 v = self.versions.make(str(self.label), data=data)
                 publish(source, v)
                 self.bad.append((v.label, BAD_KINDS[k]))
