@@ -50,6 +50,19 @@ DEFAULT_INIT_TIMEOUT = 30.0
 _JS_INPUT_ERROR = re.compile(r"^InputError: (.{1,500})$", re.MULTILINE)
 _JS_RECORD = re.compile(r"\brecord (\d+)\b")
 
+# Evaluated before the bundle: no timers. mini-racer installs setTimeout & co. (built on
+# Atomics.waitAsync); a timer callback runs between host calls, outside every call timeout, so a
+# callback that loops forever hung the next call for good (measured). Bundles get none of them.
+_PRELUDE = """(() => {
+  const none = (name) => function () {
+    throw new Error(name + ' is not available to model bundles (no timers in the host)');
+  };
+  for (const name of ['setTimeout', 'setInterval', 'clearTimeout', 'clearInterval']) {
+    globalThis[name] = none(name);  // non-configurable in mini-racer, but writable
+  }
+  if (typeof Atomics === 'object') Atomics.waitAsync = none('Atomics.waitAsync');
+})();"""
+
 _CREATE_LOCK = threading.Lock()
 _LIVE: weakref.WeakSet[ModelRuntime] = weakref.WeakSet()
 
@@ -114,6 +127,7 @@ class ModelRuntime:
         _LIVE.add(self)
         try:
             self._ctx.set_hard_memory_limit(heap_limit)
+            self._run(_PRELUDE, stage="eval", timeout=init_timeout)
             self._run(source, stage="eval", timeout=init_timeout)
             declared = self._check_contract()
             self.meta = _to_meta(declared, kernel=self._init())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -65,3 +66,16 @@ def s3_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     server = start_seaweed(tmp_path_factory.mktemp("seaweed"), buckets=("models",))
     yield server
     server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_environment_leaks() -> Iterator[None]:
+    """A job run in this process in PyFlink's local process mode runs its Python workers here,
+    and they set PYFLINK_GATEWAY_DISABLED in this process's environment; a later test's
+    `python -m job` subprocess inherited it and refused to start its gateway. Undo it."""
+    before = os.environ.get("PYFLINK_GATEWAY_DISABLED")
+    yield
+    if before is None:
+        os.environ.pop("PYFLINK_GATEWAY_DISABLED", None)
+    else:
+        os.environ["PYFLINK_GATEWAY_DISABLED"] = before

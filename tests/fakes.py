@@ -42,6 +42,17 @@ PATCHES: dict[str, str] = {
     "selftest_mismatch": "\n;globalThis.ml.selfTest.expected[1][0] += 0.25;",
     # meta that breaks the contract.
     "bad_meta": "\n;globalThis.ml = Object.assign({}, globalThis.ml, {meta: {name: 'x', inputs: [], outputs: ['a']}});",
+    # predictBuffer schedules a timer that loops forever: it would run between host calls,
+    # outside every call timeout, and hang the next call for good. The host offers no timers.
+    "timer_loops": """
+;(() => { const real = globalThis.ml.predictBuffer;
+  globalThis.ml.predictBuffer = function (n) { setTimeout(() => { for (;;) {} }, 1); return real(n); }; })();""",
+    # the same through Atomics.waitAsync, which mini-racer's timers are built on.
+    "wait_async_loops": """
+;(() => { const real = globalThis.ml.predictBuffer;
+  globalThis.ml.predictBuffer = function (n) {
+    Atomics.waitAsync(new Int32Array(new SharedArrayBuffer(8)), 0, 0, 1).value.then(() => { for (;;) {} });
+    return real(n); }; })();""",
     # a JS error thrown from predictBuffer, with a long line in the message.
     "throws_in_predict": "\n;globalThis.ml.predictBuffer = function (n) { throw new Error('x'.repeat(20000)); };",
 }

@@ -30,6 +30,8 @@ CASES = [
     ("nan_output", BundleOutputError, "predict", "non-finite output for row 0"),
     ("selftest_mismatch", SelfTestError, "selftest", "row 1 differs by 0.25"),
     ("throws_in_predict", BundleError, "predict", "xxxx"),
+    ("timer_loops", BundleError, "predict", "setTimeout is not available to model bundles"),
+    ("wait_async_loops", BundleError, "predict", "Atomics.waitAsync is not available"),
 ]
 
 
