@@ -75,36 +75,12 @@ def timed(fn: Callable[[], Any], seconds: float) -> tuple[int, float, Any]:
 
 
 def _load_keras(model_dir: Path) -> tuple[Any, str]:
-    """The TF.js layers model as a tf_keras model: tensorflowjs' own loader, or (if tensorflowjs
-    does not import) the topology and weight shard rebuilt by hand."""
-    try:
-        import tensorflowjs as tfjs
+    """The TF.js layers model as a tf_keras model, by tensorflowjs' own loader (the train extra
+    pins it; without it the worker fails to start and the benchmark says so)."""
+    import tensorflowjs as tfjs
 
-        model = tfjs.converters.load_keras_model(str(model_dir / "model.json"))
-        return model, f"tensorflowjs {tfjs.__version__} converters.load_keras_model"
-    except ImportError:
-        pass
-    import tf_keras as keras
-
-    topo = json.loads((model_dir / "model.json").read_text())
-    model = keras.models.model_from_json(json.dumps(topo["modelTopology"]["model_config"]))
-    raw = np.concatenate(
-        [
-            np.fromfile(model_dir / p, dtype=np.float32)
-            for g in topo["weightsManifest"]
-            for p in g["paths"]
-        ]
-    )
-    by_name, offset = {}, 0
-    for g in topo["weightsManifest"]:
-        for spec in g["weights"]:
-            size = int(np.prod(spec["shape"]))
-            by_name[spec["name"]] = raw[offset : offset + size].reshape(spec["shape"])
-            offset += size
-    for layer in model.layers:
-        names = [w.name.split(":")[0] for w in layer.weights]
-        layer.set_weights([by_name[n] for n in names])
-    return model, "tf_keras model_from_json + weight shard (tensorflowjs did not import)"
+    model = tfjs.converters.load_keras_model(str(model_dir / "model.json"))
+    return model, f"tensorflowjs {tfjs.__version__} converters.load_keras_model"
 
 
 def worker(model_dir: Path) -> int:

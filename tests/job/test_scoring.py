@@ -7,25 +7,10 @@ import math
 from typing import Any
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from storekit import Versions, publish
 
 from job.scoring import INVALID, Batch, Scorer, as_floats, parse_record
-from reloader.agent import HotModel
-from reloader.sources import open_source
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory, versions: Versions) -> Any:
-    root = tmp_path_factory.mktemp("scoring")
-    with open_source(str(root / "store")) as source:
-        publish(source, versions.make("7", "v2"))
-    hm = HotModel(str(root / "store"), cache_dir=str(root / "cache"), poll_interval=3600)
-    hm.start()
-    yield hm
-    hm.stop()
 
 
 def _lines(model: Any, batch: Batch, subtask: int | None = 3) -> list[dict[str, Any]]:

@@ -10,25 +10,11 @@ import math
 from typing import Any
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from storekit import Versions, publish, reference_of
+from storekit import reference_of
 
 from job.scoring import Batch, Scorer, parse_record
-from reloader.agent import HotModel
-from reloader.sources import open_source
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory, versions: Versions) -> Any:
-    root = tmp_path_factory.mktemp("fuzz")
-    with open_source(str(root / "store")) as source:
-        publish(source, versions.make("3", "v2"))
-    hm = HotModel(str(root / "store"), cache_dir=str(root / "cache"), poll_interval=3600)
-    hm.start()
-    yield hm
-    hm.stop()
 
 
 def _score(model: Any, batch: Batch) -> list[dict[str, Any]]:
