@@ -71,11 +71,11 @@ def s3_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 @pytest.fixture(autouse=True)
 def _no_worker_environment_leaks() -> Iterator[None]:
     """A job run in this process in PyFlink's local process mode runs its Python workers here,
-    and they set PYFLINK_GATEWAY_DISABLED in this process's environment; a later test's
-    `python -m job` subprocess inherited it and refused to start its gateway. Undo it."""
-    before = os.environ.get("PYFLINK_GATEWAY_DISABLED")
+    and they write their environment into this process's (PYFLINK_GATEWAY_DISABLED, JAVA_HOME,
+    ...): a later test's `python -m job` subprocess inherited it and could not start its own
+    gateway. Each test gets the environment back as it found it."""
+    before = dict(os.environ)
     yield
-    if before is None:
-        os.environ.pop("PYFLINK_GATEWAY_DISABLED", None)
-    else:
-        os.environ["PYFLINK_GATEWAY_DISABLED"] = before
+    if os.environ != before:
+        os.environ.clear()
+        os.environ.update(before)
