@@ -133,7 +133,7 @@ class Scorer:
                 ok[rows[~finite]] = False
                 probabilities = probabilities[finite]
         else:
-            probabilities = np.empty((0, 0))
+            probabilities = np.empty((0, 0), dtype=np.float32)
         return Scored(
             probabilities.astype(np.float32, copy=False),
             ok,

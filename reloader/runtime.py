@@ -64,6 +64,70 @@ _PRELUDE = """(() => {
 })();"""
 
 _CREATE_LOCK = threading.Lock()
+# After a call times out, how long its cancellation may take to come back before the context
+# counts as wedged (a running call is terminated at once; see `_eval`).
+_CANCEL_GRACE = 0.5
+
+
+class _Wedged(Exception):
+    """The context is busy with JavaScript that no call of ours is running."""
+
+
+def _eval(ctx: MiniRacer, code: str, timeout: float) -> Any:
+    """`ctx.eval(code, timeout_sec=timeout)` that cannot hang.
+
+    A promise callback (microtask) queued by one call runs after that call has returned its
+    result, outside its timeout. If it never ends, the next call waits in the isolate's queue;
+    mini-racer's eval then times out, cancels the queued call, and waits for the cancellation
+    without a limit: forever (measured with 0.12.4). This does the same through mini-racer's
+    task API, but gives the cancellation `_CANCEL_GRACE` seconds and then raises `_Wedged`; the
+    caller closes the context, which stops the runaway JavaScript. mini-racer's internals are
+    pinned by the `<0.13` requirement; without them this falls back to plain `eval`.
+    """
+    inner = getattr(ctx, "_ctx", None)
+    registry = getattr(inner, "_callback_registry", None)
+    if _task_api is None or inner is None or registry is None:
+        return ctx.eval(code, timeout_sec=timeout)
+    sync_future, to_handle, eval_exception = _task_api
+    future = sync_future()
+
+    def settle(value: Any) -> None:
+        if isinstance(value, eval_exception):
+            future.set_exception(value)
+        else:
+            future.set_result(value)
+
+    callback_id = registry.register(settle)
+    dll = inner._get_dll()
+    handle = to_handle(inner, code)
+    task_id = dll.mr_eval(inner._ctx, handle.raw, callback_id)
+    try:
+        return future.get(timeout=timeout)
+    except JSTimeoutException:
+        dll.mr_cancel_task(inner._ctx, task_id)
+        try:
+            future.get(timeout=_CANCEL_GRACE)
+        except JSTimeoutException:
+            raise _Wedged() from None
+        except Exception:
+            pass  # the cancellation's own error: the call was terminated
+        raise
+    finally:
+        if future._settled:
+            registry.cleanup(callback_id)
+
+
+def _load_task_api() -> tuple[Any, Any, Any] | None:
+    try:
+        from py_mini_racer._sync_future import SyncFuture
+        from py_mini_racer._types import JSEvalException
+        from py_mini_racer._value_handle import python_to_value_handle
+    except ImportError:
+        return None
+    return SyncFuture, python_to_value_handle, JSEvalException
+
+
+_task_api = _load_task_api()
 _LIVE: weakref.WeakSet[ModelRuntime] = weakref.WeakSet()
 
 _CONTRACT_PROBE = """(() => {
@@ -320,10 +384,19 @@ class ModelRuntime:
         if ctx is None:
             self._raise_closed()
         try:
-            result = ctx.eval(code, timeout_sec=timeout)
+            result = _eval(ctx, code, timeout)
             if isinstance(result, JSPromise):
                 result = result.get(timeout=timeout)
             return result
+        except _Wedged:
+            self._break(f"{stage} could not start: JavaScript kept running after a call returned")
+            raise BundleTimeout(
+                f"{_describe(code, stage)} could not start: the context was still running "
+                "JavaScript left over from an earlier call (a promise callback that never ends?); "
+                "the context was discarded",
+                stage=stage,
+                timeout=timeout,
+            ) from None
         except JSTimeoutException:
             self._break(f"{stage} timed out")
             raise BundleTimeout(

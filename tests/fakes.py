@@ -53,6 +53,11 @@ PATCHES: dict[str, str] = {
   globalThis.ml.predictBuffer = function (n) {
     Atomics.waitAsync(new Int32Array(new SharedArrayBuffer(8)), 0, 0, 1).value.then(() => { for (;;) {} });
     return real(n); }; })();""",
+    # predictBuffer queues a promise callback that never ends: it runs after the call has
+    # returned, outside its timeout, and the next call could not even start.
+    "microtask_loops": """
+;(() => { const real = globalThis.ml.predictBuffer;
+  globalThis.ml.predictBuffer = function (n) { Promise.resolve().then(() => { for (;;) {} }); return real(n); }; })();""",
     # a JS error thrown from predictBuffer, with a long line in the message.
     "throws_in_predict": "\n;globalThis.ml.predictBuffer = function (n) { throw new Error('x'.repeat(20000)); };",
 }

@@ -32,6 +32,7 @@ CASES = [
     ("throws_in_predict", BundleError, "predict", "xxxx"),
     ("timer_loops", BundleError, "predict", "setTimeout is not available to model bundles"),
     ("wait_async_loops", BundleError, "predict", "Atomics.waitAsync is not available"),
+    ("microtask_loops", BundleTimeout, "predict", "could not start"),
 ]
 
 
@@ -77,3 +78,19 @@ def test_non_utf8_bundle(bundle_v2: bytes) -> None:
     with pytest.raises(BundleError, match="not UTF-8") as info:
         ModelRuntime(b"\xff\xfe" + bundle_v2)
     assert info.value.stage == "decode"
+
+
+def test_a_promise_callback_that_never_ends_costs_one_timeout_not_a_hang(
+    bundle_v2: bytes, wine
+) -> None:
+    """It runs after its call returned; the next call cannot start. That call times out, the
+    context is discarded (which stops the loop), and a new runtime serves normally."""
+    rt = ModelRuntime(bad_bundle(bundle_v2, "microtask_loops"), call_timeout=0.5, self_test=False)
+    rt.predict(wine.x[:4])  # queues the runaway callback, returns normally
+    with pytest.raises(BundleTimeout, match="could not start"):
+        rt.predict(wine.x[:4])
+    with pytest.raises(RuntimeClosed, match="broken"):
+        rt.predict(wine.x[:4])
+    rt.close()
+    with ModelRuntime(bundle_v2) as good:
+        assert (good.predict(wine.x).argmax(axis=1) == wine.y).mean() > 0.9
