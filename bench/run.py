@@ -98,12 +98,12 @@ def plan(quick: bool) -> list[tuple[str, str, list[str]]]:
             "job_throughput.py",
             [
                 "--records",
-                "150000",
+                "120000",
                 "--cases",
                 "identity-process,process,identity-vectorized,identity-vectorized-json,vectorized,record",
             ],
         ),
-        ("latency", "job_latency.py", ["--seconds", "8"]),
+        ("latency", "job_latency.py", ["--seconds", "6"]),
         ("soak", "soak.py", ["--minutes", "10"]),
     ]
 
