@@ -36,10 +36,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "job")]
 
 from fakes import bad_bundle
-from jobkit import read_outputs
+from jobkit import RunningJob, read_outputs
 from storekit import Version, Versions, publish
 
-from job.metrics import free_port, model_metrics
+from job.metrics import free_port
 from model.bundle import EXAMPLES, build_bundle, bundle_path
 from reloader.manifest import MANIFEST_NAME
 from reloader.sources import open_source
@@ -288,12 +288,7 @@ def _job_id(log: Path) -> str:
 
 
 def _metric(rest: str, job_id: str, name: str) -> dict[str, float]:
-    if not job_id:
-        return {}
-    try:
-        return model_metrics(rest, job_id, name)
-    except OSError:
-        return {}
+    return RunningJob(None, rest, job_id).metric(name) if job_id else {}
 
 
 if __name__ == "__main__":

@@ -93,10 +93,10 @@ class Outcome:
 
 
 class Chaos:
-    def __init__(self, job: Any, http: HttpStore, root: Path, versions: Versions, feeder: Feeder,
-                 log: Lines) -> None:  # fmt: skip
+    def __init__(
+        self, job: Any, root: Path, versions: Versions, feeder: Feeder, log: Lines
+    ) -> None:
         self.job = job
-        self.http = http
         self.store = open_source(str(root))  # writes go straight to the served directory
         self.versions = versions
         self.feeder = feeder
@@ -111,8 +111,7 @@ class Chaos:
     def next_version(self, data: bytes | None = None) -> Version:
         self.label += 1
         base = "v1" if self.label % 2 else "v2"
-        v = self.versions.make(str(self.label), base, data=data)
-        return v
+        return self.versions.make(str(self.label), base, data=data)
 
     def publish_good(self) -> Version:
         v = self.next_version()
@@ -149,7 +148,7 @@ class Chaos:
         *,
         counter: str = "reload_failures",
         needle: str = "",
-        recover: Callable[[], Version | None] | None = None,
+        recover: Callable[[], Version] | None = None,
     ) -> None:
         """Injects a fault; waits until the metrics show it; checks the job still runs and serves
         the last good version with one log line; then recovers (by default: publishes a good
@@ -171,9 +170,8 @@ class Chaos:
         one_line = len(new_lines) == 1 and needle in new_lines[0]
         t0 = time.monotonic()
         v = recover() if recover else self.publish_good()
-        if v is not None:
-            self.wait_serving(int(v.label), f"{name}: recovered to version {v.label}")
-            self.serving = int(v.label)
+        self.wait_serving(int(v.label), f"{name}: recovered to version {v.label}")
+        self.serving = int(v.label)
         recovered = time.monotonic() - t0
         self.outcomes.append(
             Outcome(name, detected, kept, one_line, recovered, (first_id, self.feeder.next_id))
@@ -233,7 +231,7 @@ def test_the_job_survives_every_fault_and_loses_nothing(
             publish(store, first, manifest=first.manifest.signed(KEY))
         feeder.write_chunk()
         with running_job(opts, tmp_path, predictor=predictor) as job:
-            chaos = Chaos(job, http, root / "wine", versions, feeder, lines)
+            chaos = Chaos(job, root / "wine", versions, feeder, lines)
             chaos.good["0"] = "v2"
             try:
                 chaos.wait_serving(0, "serving version 0", timeout=120)
