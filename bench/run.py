@@ -82,9 +82,9 @@ def plan(quick: bool) -> list[tuple[str, str, list[str]]]:
     if quick:
         return [
             ("v8", "v8_predict.py", ["--seconds", "0.15", "--batches", "1,16,256,4096"]),
-            ("keras", "keras_vs_v8.py", ["--quick"]),
+            ("keras", "keras_vs_v8.py", ["--quick", "--rounds", "3"]),
             ("swap", "swap.py", ["--swaps", "20", "--rss-swaps", "200"]),
-            ("throughput", "job_throughput.py", ["--quick", "--records", "30000",
+            ("throughput", "job_throughput.py", ["--quick", "--records", "80000",
              "--cases", "identity-process,process,identity-vectorized,vectorized,record"]),
             ("latency", "job_latency.py", ["--quick", "--seconds", "5"]),
             ("soak", "soak.py", ["--minutes", "1"]),
