@@ -6,7 +6,6 @@ Exit codes: 0 success, 1 the store or bundle failed (message on stderr), 2 usage
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -15,21 +14,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from reloader.errors import ReloaderError, SourceError
-from reloader.fetch import download_bundle
+from reloader.errors import ReloaderError
+from reloader.layout import DEFAULT_MAX_BUNDLE_BYTES
+from reloader.load import Loader, LoadSettings, check
 from reloader.manifest import (
-    MANIFEST_NAME,
-    Manifest,
     generate_key,
     key_id,
-    load_private_key,
     load_public_key,
-    parse,
     private_key_pem,
     public_key_pem,
 )
-from reloader.runtime import DEFAULT_CALL_TIMEOUT, DEFAULT_HEAP_LIMIT, ModelRuntime
-from reloader.sources import Source, open_source, scheme_of
+from reloader.publish import publish, read_build, relabel
+from reloader.runtime import DEFAULT_CALL_TIMEOUT, DEFAULT_HEAP_LIMIT
+from reloader.sources import scheme_of
 
 
 def _env_default(name: str, fallback: Any = None) -> Any:
@@ -72,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-bundle-bytes",
         "RELOADER_MAX_BUNDLE_BYTES",
         "refuse bigger bundles",
-        64 << 20,
+        DEFAULT_MAX_BUNDLE_BYTES,
         type=int,
     )
     _opt(
@@ -130,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _open(args: argparse.Namespace) -> Source:
+def _source_options(args: argparse.Namespace) -> dict[str, Any]:
     scheme = scheme_of(args.url)
     options: dict[str, Any] = {}
     if scheme in ("http", "https", "s3"):
@@ -139,92 +136,46 @@ def _open(args: argparse.Namespace) -> Source:
         options["endpoint"] = args.endpoint
     if scheme in ("http", "https") and args.token:
         options["token"] = args.token
-    return open_source(args.url, **options)
+    return options
+
+
+def _settings(args: argparse.Namespace) -> LoadSettings:
+    return LoadSettings(
+        max_bundle_bytes=int(args.max_bundle_bytes),
+        public_key=load_public_key(args.public_key) if args.public_key else None,
+        heap_limit=int(args.heap_limit_mb) << 20,
+        call_timeout=float(args.call_timeout),
+    )
 
 
 def _check(args: argparse.Namespace) -> int:
-    timings: dict[str, float] = {}
-    public_key = load_public_key(args.public_key) if args.public_key else None
-    with _open(args) as source:
-        t0 = time.perf_counter()
-        fetched = source.read_manifest()
-        if fetched is None:  # only possible with a validator; keeps mypy honest
-            raise SourceError("no manifest returned", url=args.url)
-        manifest = parse(fetched.data)
-        timings["manifest_ms"] = (time.perf_counter() - t0) * 1e3
-        if public_key is not None:
-            manifest.verify(public_key)
-        t0 = time.perf_counter()
-        data = download_bundle(source, manifest, cache_dir=None, max_bytes=args.max_bundle_bytes)
-        timings["download_ms"] = (time.perf_counter() - t0) * 1e3
-    t0 = time.perf_counter()
-    with ModelRuntime(
-        data,
-        heap_limit=int(args.heap_limit_mb) << 20,
-        call_timeout=float(args.call_timeout),
-        self_test=manifest.self_test if manifest.self_test is not None else True,
-    ) as runtime:
-        timings["build_and_self_test_ms"] = (time.perf_counter() - t0) * 1e3
-        meta = dataclasses.asdict(runtime.meta)
-        delta = runtime.self_test_delta
-    report = {
-        "url": args.url,
-        "manifest": manifest.to_dict(),
-        "signature": "verified" if public_key is not None else "not checked",
-        "meta": meta,
-        "self_test_max_delta": delta,
-        "timings": {k: round(v, 2) for k, v in timings.items()},
-    }
+    report = check(args.url, _settings(args), source_options=_source_options(args))
     if args.json:
-        print(json.dumps(report))
-    else:
-        m = manifest
-        print(f"{args.url}: {m.model} {m.version} loadable")
-        print(f"  bundle     {m.bundle} ({m.size} bytes, sha256 {m.sha256})")
-        print(f"  created    {m.created}")
-        print(f"  signature  {report['signature']}" + (f" (key {m.key_id})" if m.key_id else ""))
-        print(f"  inputs     {', '.join(meta['inputs'])}")
-        print(f"  outputs    {', '.join(meta['outputs'])}  kernel {meta['kernel']}")
-        print(f"  self-test  max |delta| {delta:.3g}")
-        print("  timings    " + ", ".join(f"{k} {v:.1f}" for k, v in report["timings"].items()))
+        print(json.dumps(report.as_dict()))
+        return 0
+    m, meta, out = report.manifest, report.meta, report.as_dict()
+    print(f"{args.url}: {m.model} {m.version} loadable")
+    print(f"  bundle     {m.bundle} ({m.size} bytes, sha256 {m.sha256})")
+    print(f"  created    {m.created}")
+    print(f"  signature  {out['signature']}" + (f" (key {m.key_id})" if m.key_id else ""))
+    print(f"  inputs     {', '.join(meta.inputs)}")
+    print(f"  outputs    {', '.join(meta.outputs)}  kernel {meta.kernel}")
+    print(f"  self-test  max |delta| {report.self_test_max_delta or 0.0:.3g}")
+    print("  timings    " + ", ".join(f"{k} {v:.1f}" for k, v in out["timings"].items()))
     return 0
 
 
 def _publish(args: argparse.Namespace) -> int:
-    build_dir: Path = args.build_dir
-    try:
-        manifest = parse((build_dir / MANIFEST_NAME).read_bytes())
-        data = (build_dir / manifest.bundle).read_bytes()
-    except OSError as e:
-        print(f"error: cannot read the build in {build_dir}: {e}", file=sys.stderr)
-        return 1
-    fresh = Manifest.for_bundle(
-        data, model=manifest.model, version=args.label or manifest.version, created=None
-    )
-    if (fresh.sha256, fresh.size) != (manifest.sha256, manifest.size):
-        print(
-            f"error: {build_dir / manifest.bundle} does not match its manifest "
-            f"(sha256 {fresh.sha256[:12]}…, {fresh.size} bytes); rebuild it",
-            file=sys.stderr,
-        )
-        return 1
-    manifest = dataclasses.replace(
-        manifest,
-        version=fresh.version,
-        created=fresh.created if args.label else manifest.created,
-        signature=None,
-        key_id=None,
-    )
+    manifest, data = read_build(args.build_dir)
+    manifest = relabel(manifest, data, args.label)
     if not args.no_check:
-        with ModelRuntime(data, self_test=manifest.self_test or True):
-            pass
-    if args.sign:
-        manifest = manifest.signed(load_private_key(args.sign))
-    with _open(args) as source:
-        t0 = time.perf_counter()
-        source.put(manifest.bundle, data, content_type="application/javascript")
-        source.put(MANIFEST_NAME, manifest.to_bytes(), content_type="application/json")
-        elapsed = time.perf_counter() - t0
+        # The same build a HotModel does (trial in a child process included), before upload.
+        Loader(LoadSettings()).build(manifest, data).runtime.close()
+    t0 = time.perf_counter()
+    manifest = publish(
+        args.url, data, manifest, signing_key=args.sign, source_options=_source_options(args)
+    )
+    elapsed = time.perf_counter() - t0
     signed = f", signed by {manifest.key_id}" if manifest.key_id else ""
     print(
         f"published {manifest.model} {manifest.version} ({manifest.sha256[:12]}, "

@@ -106,3 +106,38 @@ class RecordCodec:
             Prediction(label=labels[int(b)], index=int(b), scores=tuple(float(v) for v in row))
             for b, row in zip(best, scores, strict=True)
         ]
+
+
+def meta_from_contract(meta: dict[str, Any], *, kernel: str) -> BundleMeta:
+    """`BundleMeta` from a validated `ml.meta` (see `meta_problem`) and the kernel name."""
+    return BundleMeta(
+        name=meta["name"],
+        version=str(meta.get("version", "")),
+        inputs=tuple(meta["inputs"]),
+        outputs=tuple(meta["outputs"]),
+        labels=tuple(meta.get("labels") or meta["outputs"]),
+        max_batch=int(meta["maxBatch"]),
+        kernel=kernel,
+        runtime=str(meta.get("runtime", "")),
+    )
+
+
+def meta_problem(meta: Any) -> str | None:
+    """What is wrong with a bundle's `ml.meta`, or None when it fits the contract."""
+    if not isinstance(meta, dict):
+        return "missing (expected {name, inputs, outputs, maxBatch})"
+    if not isinstance(meta.get("name"), str) or not meta["name"]:
+        return "`name` must be a non-empty string"
+    for key in ("inputs", "outputs"):
+        v = meta.get(key)
+        if not (isinstance(v, list) and v and all(isinstance(s, str) and s for s in v)):
+            return f"`{key}` must be a non-empty list of names"
+        if len(set(v)) != len(v):
+            return f"`{key}` has duplicate names"
+    labels = meta.get("labels")
+    if labels is not None and (not isinstance(labels, list) or len(labels) != len(meta["outputs"])):
+        return "`labels` must have one entry per output"
+    mb = meta.get("maxBatch")
+    if isinstance(mb, bool) or not isinstance(mb, int) or not 1 <= mb <= 1 << 20:
+        return "`maxBatch` must be an integer in 1..1048576"
+    return None

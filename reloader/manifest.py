@@ -27,17 +27,18 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from reloader.errors import ManifestError, SignatureError
+from reloader.layout import (
+    FORMAT,
+    MAX_BUNDLE_SIZE,
+    MAX_MANIFEST_BYTES,
+    MODEL_NAME,
+    SHA256,
+    bundle_key,
+    valid_key,
+)
 
-FORMAT = 1
-MANIFEST_NAME = "version.json"
-MAX_MANIFEST_BYTES = 64 << 10
-MAX_BUNDLE_SIZE = 1 << 40
 _SELF_TEST_MAX_ROWS = 1024
-
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
-_KEY_SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
 _B64_KEY = re.compile(r"[A-Za-z0-9+/]{43}=")
 _FIELDS = ("format", "model", "version", "bundle", "sha256", "size", "created")
 _OPTIONAL = ("signature", "key_id", "self_test")
@@ -81,7 +82,7 @@ class Manifest:
             "format": FORMAT,
             "model": model,
             "version": version,
-            "bundle": f"bundles/{sha}.js",
+            "bundle": bundle_key(sha),
             "sha256": sha,
             "size": len(data),
             "created": stamp,
@@ -187,13 +188,13 @@ def from_mapping(doc: Mapping[str, Any]) -> Manifest:
         if name not in doc:
             raise ManifestError("missing", field=name)
     sha = _string(doc, "sha256")
-    if not _SHA256.fullmatch(sha):
+    if not SHA256.fullmatch(sha):
         raise ManifestError("must be 64 lowercase hex digits", field="sha256")
     size = doc["size"]
     if type(size) is not int or not 0 < size <= MAX_BUNDLE_SIZE:
         raise ManifestError(f"must be a positive integer of bytes, got {_show(size)}", field="size")
     model = _string(doc, "model")
-    if not _NAME.fullmatch(model):
+    if not MODEL_NAME.fullmatch(model):
         raise ManifestError(
             "must be 1-128 of letters, digits, '.', '_', '-' (starting with a letter or digit)",
             field="model",
@@ -333,12 +334,7 @@ def _string(doc: Mapping[str, Any], name: str) -> str:
 
 def _bundle_key(doc: Mapping[str, Any]) -> str:
     key = _string(doc, "bundle")
-    parts = key.split("/")
-    if (
-        not key
-        or len(key) > 512
-        or any(p in ("", ".", "..") or not _KEY_SEGMENT.fullmatch(p) for p in parts)
-    ):
+    if not valid_key(key):
         raise ManifestError(
             "must be a relative key like bundles/<sha256>.js (letters, digits, '.', '_', '-', "
             "'/'; no empty, '.' or '..' segments)",

@@ -5,6 +5,9 @@ the `ml` contract, awaits `ml.init()`, allocates the zero-copy buffers and runs 
 self-test; only then does the constructor return. Any failure closes the context and raises a typed
 `BundleError`.
 
+Length: one role (a bundle in V8) whose bulk is the checks of the contract's every step; the
+V8 plumbing lives in `reloader.v8`, the meta validation in `reloader.codec`.
+
 Threading: a runtime belongs to one thread at a time (the one that predicts); close it on that
 thread. Context creation is serialized process-wide, because two contexts created at the same
 moment crash the process.
@@ -15,7 +18,6 @@ from __future__ import annotations
 import atexit
 import json
 import re
-import threading
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
@@ -31,7 +33,7 @@ from py_mini_racer import (
     MiniRacer,
 )
 
-from reloader.codec import BundleMeta, Matrix, Prediction, RecordCodec
+from reloader.codec import Matrix, Prediction, RecordCodec, meta_from_contract, meta_problem
 from reloader.errors import (
     BundleError,
     BundleMemoryError,
@@ -41,6 +43,7 @@ from reloader.errors import (
     RuntimeClosed,
     SelfTestError,
 )
+from reloader.v8 import PRELUDE, Wedged, eval_js, new_context
 
 DEFAULT_HEAP_LIMIT = 256 << 20
 DEFAULT_CALL_TIMEOUT = 5.0
@@ -50,84 +53,6 @@ DEFAULT_INIT_TIMEOUT = 30.0
 _JS_INPUT_ERROR = re.compile(r"^InputError: (.{1,500})$", re.MULTILINE)
 _JS_RECORD = re.compile(r"\brecord (\d+)\b")
 
-# Evaluated before the bundle: no timers. mini-racer installs setTimeout & co. (built on
-# Atomics.waitAsync); a timer callback runs between host calls, outside every call timeout, so a
-# callback that loops forever hung the next call for good (measured). Bundles get none of them.
-_PRELUDE = """(() => {
-  const none = (name) => function () {
-    throw new Error(name + ' is not available to model bundles (no timers in the host)');
-  };
-  for (const name of ['setTimeout', 'setInterval', 'clearTimeout', 'clearInterval']) {
-    globalThis[name] = none(name);  // non-configurable in mini-racer, but writable
-  }
-  if (typeof Atomics === 'object') Atomics.waitAsync = none('Atomics.waitAsync');
-})();"""
-
-_CREATE_LOCK = threading.Lock()
-# After a call times out, how long its cancellation may take to come back before the context
-# counts as wedged (a running call is terminated at once; see `_eval`).
-_CANCEL_GRACE = 0.5
-
-
-class _Wedged(Exception):
-    """The context is busy with JavaScript that no call of ours is running."""
-
-
-def _eval(ctx: MiniRacer, code: str, timeout: float) -> Any:
-    """`ctx.eval(code, timeout_sec=timeout)` that cannot hang.
-
-    A promise callback (microtask) queued by one call runs after that call has returned its
-    result, outside its timeout. If it never ends, the next call waits in the isolate's queue;
-    mini-racer's eval then times out, cancels the queued call, and waits for the cancellation
-    without a limit: forever (measured with 0.12.4). This does the same through mini-racer's
-    task API, but gives the cancellation `_CANCEL_GRACE` seconds and then raises `_Wedged`; the
-    caller closes the context, which stops the runaway JavaScript. mini-racer's internals are
-    pinned by the `<0.13` requirement; without them this falls back to plain `eval`.
-    """
-    inner = getattr(ctx, "_ctx", None)
-    registry = getattr(inner, "_callback_registry", None)
-    if _task_api is None or inner is None or registry is None:
-        return ctx.eval(code, timeout_sec=timeout)
-    sync_future, to_handle, eval_exception = _task_api
-    future = sync_future()
-
-    def settle(value: Any) -> None:
-        if isinstance(value, eval_exception):
-            future.set_exception(value)
-        else:
-            future.set_result(value)
-
-    callback_id = registry.register(settle)
-    dll = inner._get_dll()
-    handle = to_handle(inner, code)
-    task_id = dll.mr_eval(inner._ctx, handle.raw, callback_id)
-    try:
-        return future.get(timeout=timeout)
-    except JSTimeoutException:
-        dll.mr_cancel_task(inner._ctx, task_id)
-        try:
-            future.get(timeout=_CANCEL_GRACE)
-        except JSTimeoutException:
-            raise _Wedged() from None
-        except Exception:
-            pass  # the cancellation's own error: the call was terminated
-        raise
-    finally:
-        if future._settled:
-            registry.cleanup(callback_id)
-
-
-def _load_task_api() -> tuple[Any, Any, Any] | None:
-    try:
-        from py_mini_racer._sync_future import SyncFuture
-        from py_mini_racer._types import JSEvalException
-        from py_mini_racer._value_handle import python_to_value_handle
-    except ImportError:
-        return None
-    return SyncFuture, python_to_value_handle, JSEvalException
-
-
-_task_api = _load_task_api()
 _LIVE: weakref.WeakSet[ModelRuntime] = weakref.WeakSet()
 
 _CONTRACT_PROBE = """(() => {
@@ -186,15 +111,14 @@ class ModelRuntime:
                 ) from None
         else:
             source = bundle
-        with _CREATE_LOCK:
-            self._ctx: MiniRacer | None = MiniRacer()
+        self._ctx: MiniRacer | None = new_context()
         _LIVE.add(self)
         try:
             self._ctx.set_hard_memory_limit(heap_limit)
-            self._run(_PRELUDE, stage="eval", timeout=init_timeout)
+            self._run(PRELUDE, stage="eval", timeout=init_timeout)
             self._run(source, stage="eval", timeout=init_timeout)
             declared = self._check_contract()
-            self.meta = _to_meta(declared, kernel=self._init())
+            self.meta = meta_from_contract(declared, kernel=self._init())
             rows = self.meta.max_batch if max_batch is None else min(max_batch, self.meta.max_batch)
             if rows < 1:
                 raise ValueError(f"max_batch must be >= 1, got {max_batch}")
@@ -275,7 +199,7 @@ class ModelRuntime:
         text = self._run(
             f"JSON.stringify(ml.predict({payload}))", stage="predict", timeout=self.call_timeout
         )
-        results = json.loads(text) if isinstance(text, str) else None
+        results = _parse_json(text, stage="predict", what="ml.predict's results")
         if not isinstance(results, list) or len(results) != len(records):
             raise BundleOutputError(
                 f"ml.predict returned {type(results).__name__} for {len(records)} records, "
@@ -299,7 +223,7 @@ class ModelRuntime:
                 stage="selftest",
                 timeout=self.call_timeout,
             )
-            spec = json.loads(st) if isinstance(st, str) else None
+            spec = _parse_json(st, stage="selftest", what="ml.selfTest")
         try:
             if not isinstance(spec, Mapping):
                 raise TypeError("no self-test")
@@ -384,11 +308,11 @@ class ModelRuntime:
         if ctx is None:
             self._raise_closed()
         try:
-            result = _eval(ctx, code, timeout)
+            result = eval_js(ctx, code, timeout)
             if isinstance(result, JSPromise):
                 result = result.get(timeout=timeout)
             return result
-        except _Wedged:
+        except Wedged:
             self._break(f"{stage} could not start: JavaScript kept running after a call returned")
             raise BundleTimeout(
                 f"{_describe(code, stage)} could not start: the context was still running "
@@ -428,14 +352,21 @@ class ModelRuntime:
         raise RuntimeClosed(f"this model runtime is {self._closed_reason or 'closed'}")
 
     def _check_contract(self) -> dict[str, Any]:
-        probe = json.loads(self._run(_CONTRACT_PROBE, stage="contract", timeout=self.call_timeout))
+        probe = _parse_json(
+            self._run(_CONTRACT_PROBE, stage="contract", timeout=self.call_timeout),
+            stage="contract",
+            what="the contract probe (is JSON.stringify replaced?)",
+        )
+        if not isinstance(probe, dict):
+            raise BundleError("the contract probe did not return an object", stage="contract")
         if "missing" in probe:
             raise BundleError(f"the bundle does not define {probe['missing']}", stage="contract")
         meta = probe.get("meta")
-        problem = _meta_problem(meta)
+        problem = meta_problem(meta)
         if problem:
             raise BundleError(f"ml.meta is invalid: {problem}", stage="contract")
-        return meta  # type: ignore[no-any-return]
+        assert isinstance(meta, dict)  # _meta_problem checked it
+        return meta
 
     def _init(self) -> str:
         self._run("ml.init()", stage="init", timeout=self.init_timeout)
@@ -470,44 +401,25 @@ class ModelRuntime:
         self._out = np.frombuffer(views[1], dtype=np.float32, count=need[1] // 4).reshape(rows, -1)
 
 
+def _parse_json(text: Any, *, stage: str, what: str) -> Any:
+    """JSON text the bundle returned, parsed. The bundle controls that text (it can replace
+    `JSON.stringify`), so anything else is the bundle's fault: a `BundleError`, never a plain
+    ValueError that a caller would take for a transient failure."""
+    if not isinstance(text, str):
+        raise BundleError(
+            f"{what}: expected JSON text, got {type(text).__name__} (not JSON)", stage=stage
+        )
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise BundleError(f"{what} is not JSON ({str(e)[:80]})", stage=stage) from None
+
+
 def _describe(code: str, stage: str) -> str:
     # For error messages only: the bundle's source is never quoted.
     if stage == "eval":
         return "the bundle"
     return code if len(code) < 60 else code[:40] + "…"
-
-
-def _to_meta(meta: dict[str, Any], *, kernel: str) -> BundleMeta:
-    return BundleMeta(
-        name=meta["name"],
-        version=str(meta.get("version", "")),
-        inputs=tuple(meta["inputs"]),
-        outputs=tuple(meta["outputs"]),
-        labels=tuple(meta.get("labels") or meta["outputs"]),
-        max_batch=int(meta["maxBatch"]),
-        kernel=kernel,
-        runtime=str(meta.get("runtime", "")),
-    )
-
-
-def _meta_problem(meta: Any) -> str | None:
-    if not isinstance(meta, dict):
-        return "missing (expected {name, inputs, outputs, maxBatch})"
-    if not isinstance(meta.get("name"), str) or not meta["name"]:
-        return "`name` must be a non-empty string"
-    for key in ("inputs", "outputs"):
-        v = meta.get(key)
-        if not (isinstance(v, list) and v and all(isinstance(s, str) and s for s in v)):
-            return f"`{key}` must be a non-empty list of names"
-        if len(set(v)) != len(v):
-            return f"`{key}` has duplicate names"
-    labels = meta.get("labels")
-    if labels is not None and (not isinstance(labels, list) or len(labels) != len(meta["outputs"])):
-        return "`labels` must have one entry per output"
-    mb = meta.get("maxBatch")
-    if isinstance(mb, bool) or not isinstance(mb, int) or not 1 <= mb <= 1 << 20:
-        return "`maxBatch` must be an integer in 1..1048576"
-    return None
 
 
 @atexit.register

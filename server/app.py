@@ -26,12 +26,12 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
 
+from reloader.layout import BUNDLE_FILE, DEFAULT_MAX_BUNDLE_BYTES
 from server.page import render_status_page
 from server.store import Store, StoreError
 
-DEFAULT_MAX_BODY = 64 << 20
+DEFAULT_MAX_BODY = DEFAULT_MAX_BUNDLE_BYTES
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
-_SHA_FILE = re.compile(r"([0-9a-f]{64})\.js")
 _IMMUTABLE = "public, max-age=31536000, immutable"
 _BINARY_BODY = {
     "requestBody": {
@@ -55,7 +55,7 @@ def create_app(root: Path, *, token: str | None, max_body: int = DEFAULT_MAX_BOD
     app = FastAPI(
         title="tf-on-flink model store",
         version="1",
-        description="The store layout of DESIGN over HTTP: bundles/<sha256>.js, version.json.",
+        description="The tf-on-flink store layout over HTTP: bundles/<sha256>.js, version.json.",
     )
 
     @app.exception_handler(StoreError)
@@ -88,7 +88,7 @@ def create_app(root: Path, *, token: str | None, max_body: int = DEFAULT_MAX_BOD
     )
     def get_file(name: str, path: str, request: Request) -> Response:
         with store.open(name, path) as (f, info):
-            immutable = _SHA_FILE.fullmatch(path.rsplit("/", 1)[-1]) is not None
+            immutable = BUNDLE_FILE.fullmatch(path.rsplit("/", 1)[-1]) is not None
             headers = {
                 "ETag": info.etag,
                 "Last-Modified": email.utils.formatdate(info.mtime, usegmt=True),
@@ -136,7 +136,7 @@ def create_app(root: Path, *, token: str | None, max_body: int = DEFAULT_MAX_BOD
         authorization: Annotated[str | None, Header()] = None,
     ) -> Response:
         authorize(authorization)
-        m = _SHA_FILE.fullmatch(filename)
+        m = BUNDLE_FILE.fullmatch(filename)
         if not m:
             raise StoreError(400, "bundles are named <sha256>.js (64 lowercase hex digits)")
         store.model_dir(name)

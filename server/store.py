@@ -1,6 +1,6 @@
 """The model store on disk, without HTTP: safe paths, content ETags, atomic writes, rollback.
 
-Layout under the root (DESIGN's, one directory per model):
+Layout under the root (the store format of `reloader.layout`, one directory per model):
 
     <root>/<model>/bundles/<sha256>.js    immutable, content-addressed
     <root>/<model>/version.json           the pointer, the only mutable file, written last
@@ -17,7 +17,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import re
 import secrets
 import threading
 from collections.abc import Iterator
@@ -27,13 +26,17 @@ from typing import Any, BinaryIO
 
 from reloader.atomic import fsync_dir, write_atomic
 from reloader.errors import ManifestError
-from reloader.manifest import MANIFEST_NAME, Manifest, parse
-
-MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
-_BUNDLE_FILE = re.compile(r"([0-9a-f]{64})\.js")
-HISTORY_NAME = "history.jsonl"
-CHUNK = 256 << 10
+from reloader.layout import (
+    BUNDLE_FILE,
+    BUNDLES_DIR,
+    CHUNK,
+    HISTORY_NAME,
+    KEY_SEGMENT,
+    MANIFEST_NAME,
+    MODEL_NAME,
+    bundle_file,
+)
+from reloader.manifest import Manifest, parse
 
 
 class StoreError(Exception):
@@ -74,7 +77,7 @@ class Store:
             not rel
             or "\\" in rel
             # Leading dots also hide temp files of uploads in progress.
-            or any(p.startswith(".") or not _SEGMENT.fullmatch(p) for p in parts)
+            or any(p.startswith(".") or not KEY_SEGMENT.fullmatch(p) for p in parts)
         ):
             raise StoreError(
                 400, "invalid path: letters, digits, '.', '_', '-' and '/', no leading '.'"
@@ -158,9 +161,9 @@ class Store:
             if h["manifest"]["version"] not in seen:
                 seen.append(h["manifest"]["version"])
         bundles = []
-        bundle_dir = base / "bundles"
+        bundle_dir = base / BUNDLES_DIR
         for p in sorted(bundle_dir.iterdir()) if bundle_dir.is_dir() else []:
-            m = _BUNDLE_FILE.fullmatch(p.name)
+            m = BUNDLE_FILE.fullmatch(p.name)
             if not m or not p.is_file():
                 continue
             st = p.stat()
@@ -198,7 +201,7 @@ class Store:
     def new_temp(self, name: str) -> tuple[Path, BinaryIO]:
         """A temp file in the model's directory (same file system as its final place)."""
         base = self.model_dir(name)
-        (base / "bundles").mkdir(parents=True, exist_ok=True)
+        (base / BUNDLES_DIR).mkdir(parents=True, exist_ok=True)
         path = base / f".upload-{secrets.token_hex(8)}.tmp"
         return path, open(path, "wb")
 
@@ -209,7 +212,7 @@ class Store:
             raise StoreError(
                 422, f"body sha256 is {digest}, not the {sha} the path names; nothing stored"
             )
-        final = self.model_dir(name) / "bundles" / f"{sha}.js"
+        final = self.model_dir(name) / BUNDLES_DIR / bundle_file(sha)
         with self.lock(name):
             if final.is_file() and final.stat().st_size == size:
                 tmp.unlink(missing_ok=True)
@@ -244,8 +247,9 @@ class Store:
                 version is None or m["version"] == version
             ):
                 return self.put_manifest(name, h["document"].encode(), how="rollback")
-        if sha256 and (self.model_dir(name) / "bundles" / f"{sha256}.js").is_file():
-            data = (self.model_dir(name) / "bundles" / f"{sha256}.js").read_bytes()
+        bundle = self.model_dir(name) / BUNDLES_DIR / bundle_file(sha256 or "")
+        if sha256 and bundle.is_file():
+            data = bundle.read_bytes()
             manifest = Manifest.for_bundle(
                 data, model=name, version=version or f"rollback-{sha256[:12]}"
             )

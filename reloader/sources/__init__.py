@@ -18,9 +18,6 @@ from typing import Any
 
 from reloader.errors import ReloaderError, SourceError
 
-CHUNK = 256 << 10
-MANIFEST_NAME = "version.json"
-
 # scheme -> "module:Class", imported on first use so an unused backend costs nothing.
 REGISTRY: dict[str, str] = {
     "file": "reloader.sources.local:LocalSource",
@@ -56,9 +53,6 @@ class Source:
     """Base class of a store. Subclasses implement the four primitives."""
 
     url: str
-
-    def __init__(self, url: str, **options: Any) -> None:
-        self.url = url
 
     def read_manifest(self, validator: Validator | None = None) -> Fetched | None:
         """The manifest, or None when it still matches `validator` (not modified).
@@ -115,7 +109,8 @@ def open_source(url: str, **options: Any) -> Source:
     except ImportError as e:
         hint = _INSTALL_HINT.get(e.name or "", f"pip install {e.name}")
         raise ReloaderError(f"the {scheme}:// source needs the {e.name!r} package: {hint}") from e
-    cls: type[Source] = getattr(module, class_name)
+    # Each backend has its own keyword options; the registry only promises `cls(url, **options)`.
+    cls: Callable[..., Source] = getattr(module, class_name)
     return cls(url, **options)
 
 

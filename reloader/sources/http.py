@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import requests
 
 from reloader.errors import MissingObject, SourceError
-from reloader.manifest import MAX_MANIFEST_BYTES
-from reloader.sources import CHUNK, MANIFEST_NAME, Fetched, Source, Validator
+from reloader.layout import CHUNK, MANIFEST_NAME, MAX_MANIFEST_BYTES
+from reloader.sources import Fetched, Source, Validator
 
 TOKEN_ENV = "RELOADER_HTTP_TOKEN"
 

@@ -14,7 +14,8 @@ from urllib.parse import unquote, urlparse
 
 from reloader.atomic import write_atomic
 from reloader.errors import MissingObject, SourceError
-from reloader.sources import CHUNK, MANIFEST_NAME, Fetched, Source, Validator
+from reloader.layout import CHUNK, MANIFEST_NAME
+from reloader.sources import Fetched, Source, Validator
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 
 from reloader.errors import MissingObject, SourceError
-from reloader.manifest import MAX_MANIFEST_BYTES
-from reloader.sources import CHUNK, MANIFEST_NAME, Fetched, Source, Validator, join_key
+from reloader.layout import CHUNK, MANIFEST_NAME, MAX_MANIFEST_BYTES
+from reloader.sources import Fetched, Source, Validator, join_key
 
 ENV_ENDPOINT = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 ENV_REGION = ("AWS_REGION", "AWS_DEFAULT_REGION")

@@ -1,0 +1,233 @@
+"""Loading one version: fetch → verify → (trial in a child process) → build → self-test → warm-up.
+
+The one implementation of that path. `HotModel` uses it for every version it adopts (and to
+rebuild a broken runtime), `python -m reloader check` and `python -m job`'s pre-flight use it
+through `check`. Which failures are retried and which are quarantined is the caller's policy
+(see `reloader.follower`); this module only raises the typed error of the step that failed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from reloader.codec import BundleMeta
+from reloader.errors import MissingObject, NotReady, SourceError
+from reloader.fetch import download_bundle
+from reloader.layout import DEFAULT_MAX_BUNDLE_BYTES
+from reloader.manifest import Manifest, load_public_key, parse
+from reloader.runtime import (
+    DEFAULT_CALL_TIMEOUT,
+    DEFAULT_HEAP_LIMIT,
+    DEFAULT_INIT_TIMEOUT,
+    ModelRuntime,
+)
+from reloader.sources import Fetched, Source, Validator, open_source
+from reloader.values import Clock, LoadedModel, SystemClock
+
+# A new bundle's first build runs in a child process with this much memory (RSS) at most, so a
+# bundle that allocates far past its V8 heap limit (ArrayBuffers live outside it) is refused
+# without touching the serving process. 4x the default heap limit: TF.js' own buffers sit
+# outside the heap too, and the WINE bundle's trial peaks far below this.
+DEFAULT_TRIAL_MEMORY = 1 << 30
+DEFAULT_TRIAL_TIMEOUT = 120.0
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadSettings:
+    """How a version is fetched, verified and built.
+
+    Attributes:
+        cache_dir: where verified bundles are kept (None: no cache).
+        max_bundle_bytes: bundles larger than this are refused before download.
+        public_key: when set, only manifests signed by this Ed25519 key are loaded.
+        heap_limit, call_timeout, init_timeout: per-runtime V8 limits (see `ModelRuntime`).
+        warmup_rows, warmup_calls: a new runtime predicts `warmup_calls` batches of up to
+            `warmup_rows` rows before it is offered, so V8 has optimized its code.
+        trial: build, self-test and warm up a bundle in a resource-limited child process
+            before its first build in this process (see `reloader.sandbox`).
+        trial_memory: the child's memory limit in bytes (resident set).
+        trial_timeout: the child's wall-clock limit in seconds.
+    """
+
+    cache_dir: Path | None = None
+    max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES
+    public_key: Ed25519PublicKey | None = None
+    heap_limit: int = DEFAULT_HEAP_LIMIT
+    call_timeout: float = DEFAULT_CALL_TIMEOUT
+    init_timeout: float = DEFAULT_INIT_TIMEOUT
+    warmup_rows: int = 256
+    warmup_calls: int = 64
+    trial: bool = True
+    trial_memory: int = DEFAULT_TRIAL_MEMORY
+    trial_timeout: float = DEFAULT_TRIAL_TIMEOUT
+
+    def __post_init__(self) -> None:
+        if self.max_bundle_bytes <= 0 or self.trial_memory <= 0 or self.trial_timeout <= 0:
+            raise ValueError("max_bundle_bytes, trial_memory and trial_timeout must be > 0")
+
+
+def public_key_of(key: Ed25519PublicKey | str | Path | bytes | None) -> Ed25519PublicKey | None:
+    """A public key given as an object, PEM path, PEM bytes or base64 (None stays None)."""
+    if key is None or isinstance(key, Ed25519PublicKey):
+        return key
+    return load_public_key(key)
+
+
+class Loader:
+    """Fetches, verifies and builds versions with one set of `LoadSettings`.
+
+    Not thread-safe: one owner (the poll thread of a `HotModel`, or a command).
+    """
+
+    def __init__(self, settings: LoadSettings, *, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self._clock: Clock = clock or SystemClock()
+        self._trialled: set[str] = set()
+
+    def read_manifest(self, source: Source, validator: Validator | None = None) -> Fetched | None:
+        """The store's manifest document (parse it with `manifest.parse`); None when it still
+        matches `validator`. Raises `NotReady` (no manifest yet) or `SourceError`."""
+        try:
+            return source.read_manifest(validator)
+        except MissingObject as e:
+            raise NotReady(f"no manifest in the store yet ({e})") from e
+
+    def fetch(self, source: Source, manifest: Manifest) -> bytes:
+        """The verified bundle: signature (if a key is set), size cap, size and sha256.
+
+        Raises `SignatureError`, `IntegrityError`, `NotReady` (bundle not uploaded yet),
+        `SourceError`, `CacheError`.
+        """
+        s = self.settings
+        if s.public_key is not None:
+            manifest.verify(s.public_key)
+        return download_bundle(
+            source, manifest, cache_dir=s.cache_dir, max_bytes=s.max_bundle_bytes
+        )
+
+    def build(self, manifest: Manifest, data: bytes) -> LoadedModel:
+        """A built, self-tested, warmed-up runtime for verified `data`.
+
+        The first build of a bundle hash runs as a trial in a child process first (when
+        `settings.trial`). Raises `BundleError` (and its subclasses).
+        """
+        s = self.settings
+        t0 = time.perf_counter()
+        self_test: bool | Mapping[str, Any] = (
+            manifest.self_test if manifest.self_test is not None else True
+        )
+        if s.trial and manifest.sha256 not in self._trialled:
+            from reloader.sandbox import trial_build  # a child process: only when trials are on
+
+            trial_build(
+                data,
+                self_test=self_test,
+                heap_limit=s.heap_limit,
+                call_timeout=s.call_timeout,
+                init_timeout=s.init_timeout,
+                warmup_rows=s.warmup_rows,
+                warmup_calls=s.warmup_calls,
+                memory_limit=s.trial_memory,
+                wall_timeout=s.trial_timeout,
+            )
+            self._trialled.add(manifest.sha256)
+        runtime = ModelRuntime(
+            data,
+            heap_limit=s.heap_limit,
+            call_timeout=s.call_timeout,
+            init_timeout=s.init_timeout,
+            self_test=self_test,
+        )
+        try:
+            warm_up(runtime, rows=s.warmup_rows, calls=s.warmup_calls)
+        except BaseException:
+            runtime.close()
+            raise
+        return LoadedModel(runtime, manifest, self._clock.time(), time.perf_counter() - t0)
+
+    def load(self, source: Source, manifest: Manifest) -> LoadedModel:
+        """`fetch` then `build`."""
+        return self.build(manifest, self.fetch(source, manifest))
+
+
+def warm_up(runtime: ModelRuntime, *, rows: int, calls: int) -> None:
+    """Runs the runtime's code paths off the hot path, so V8 has compiled them."""
+    seed = runtime.self_test_inputs
+    if seed is None or rows <= 0:
+        return
+    rows = min(rows, runtime.max_batch)
+    batch = np.resize(seed, (rows, seed.shape[1]))
+    # V8 optimizes a function only after it has run hot for a while: one call would leave
+    # the first real batches to the interpreter.
+    for i in range(calls):
+        runtime.predict(batch[: 1 + (i * 37) % rows])
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckReport:
+    """What `check` found: the manifest, the bundle's declared interface, timings (ms)."""
+
+    url: str
+    manifest: Manifest
+    signature_verified: bool
+    meta: BundleMeta
+    self_test_max_delta: float | None
+    timings_ms: Mapping[str, float]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "manifest": self.manifest.to_dict(),
+            "signature": "verified" if self.signature_verified else "not checked",
+            "meta": dataclasses.asdict(self.meta),
+            "self_test_max_delta": self.self_test_max_delta,
+            "timings": {k: round(v, 2) for k, v in self.timings_ms.items()},
+        }
+
+
+def check(
+    url: str,
+    settings: LoadSettings | None = None,
+    *,
+    source_options: Mapping[str, Any] | None = None,
+) -> CheckReport:
+    """Loads the version `url` serves exactly as a `HotModel` would, then closes it.
+
+    Raises the typed error of the first step that fails (`NotReady`, `SourceError`,
+    `ManifestError`, `SignatureError`, `IntegrityError`, `BundleError`, `CacheError`).
+    """
+    settings = settings or LoadSettings()
+    loader = Loader(settings)
+    timings: dict[str, float] = {}
+    with open_source(url, **dict(source_options or {})) as source:
+        t0 = time.perf_counter()
+        fetched = loader.read_manifest(source)
+        if fetched is None:  # only possible with a validator
+            raise SourceError("no manifest returned", url=url)
+        manifest = parse(fetched.data)
+        timings["manifest_ms"] = (time.perf_counter() - t0) * 1e3
+        t0 = time.perf_counter()
+        data = loader.fetch(source, manifest)
+        timings["download_ms"] = (time.perf_counter() - t0) * 1e3
+    t0 = time.perf_counter()
+    loaded = loader.build(manifest, data)
+    timings["build_and_self_test_ms"] = (time.perf_counter() - t0) * 1e3
+    try:
+        runtime = loaded.runtime
+        return CheckReport(
+            url=url,
+            manifest=manifest,
+            signature_verified=settings.public_key is not None,
+            meta=runtime.meta,
+            self_test_max_delta=runtime.self_test_delta,
+            timings_ms=timings,
+        )
+    finally:
+        loaded.runtime.close()

@@ -1,0 +1,145 @@
+"""Publishing a version to a store: the bundle first, then the manifest (the commit marker).
+
+The one implementation of the publish sequence, used by `python -m reloader publish`, the demo,
+the benchmarks and the tests. A reader that sees the new manifest always finds its bundle; a
+publisher that dies between the two writes leaves an unreferenced bundle, never a broken store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from reloader.errors import IntegrityError, ReloaderError
+from reloader.layout import MANIFEST_NAME
+from reloader.manifest import Manifest, load_private_key, parse
+from reloader.sources import Source, open_source
+
+BUNDLE_TYPE = "application/javascript"
+MANIFEST_TYPE = "application/json"
+
+
+class BuildError(ReloaderError):
+    """A build directory cannot be read or is inconsistent (`path` names the file)."""
+
+    def __init__(self, message: str, *, path: Path) -> None:
+        self.path = path
+        super().__init__(message)
+
+
+def publish(
+    store: str | Source,
+    bundle: bytes,
+    manifest: Manifest | None = None,
+    *,
+    model: str | None = None,
+    version: str | None = None,
+    signing_key: Ed25519PrivateKey | str | Path | bytes | None = None,
+    source_options: Mapping[str, Any] | None = None,
+) -> Manifest:
+    """Uploads `bundle`, then its manifest, to `store` (a URL, or an open `Source`).
+
+    Args:
+        store: the store root (path, `file://`, `http(s)://`, `s3://bucket/prefix`) or a source.
+        bundle: the bundle's bytes.
+        manifest: the manifest to publish; default: a new one for `bundle` with `model` and
+            `version`. Its `sha256` and `size` must match `bundle`.
+        model, version: name and label of a new manifest (required without `manifest`).
+        signing_key: sign the manifest with this Ed25519 private key (object, PEM path or bytes);
+            an earlier signature is replaced.
+        source_options: keyword arguments for `open_source` when `store` is a URL.
+
+    Returns the manifest as published. Raises `IntegrityError` when `manifest` does not describe
+    `bundle`, `SignatureError` for an unusable key, `SourceError` when a write fails.
+    """
+    if manifest is None:
+        if not model or not version:
+            raise ValueError("publish() needs a manifest, or model= and version=")
+        manifest = Manifest.for_bundle(bundle, model=model, version=version)
+    fresh = Manifest.for_bundle(bundle, model=manifest.model, version=manifest.version)
+    if (fresh.sha256, fresh.size) != (manifest.sha256, manifest.size):
+        raise IntegrityError(
+            f"the manifest of {manifest.model} {manifest.version} does not describe the bundle "
+            f"(sha256 {fresh.sha256[:12]}…, {fresh.size} bytes); rebuild it",
+            what="sha256",
+            expected=manifest.sha256,
+            actual=fresh.sha256,
+        )
+    if signing_key is not None:
+        key = (
+            signing_key
+            if isinstance(signing_key, Ed25519PrivateKey)
+            else load_private_key(signing_key)
+        )
+        manifest = manifest.signed(key)
+    if isinstance(store, Source):
+        _write(store, bundle, manifest)
+    else:
+        with open_source(store, **dict(source_options or {})) as source:
+            _write(source, bundle, manifest)
+    return manifest
+
+
+def _write(source: Source, bundle: bytes, manifest: Manifest) -> None:
+    # The order is the protocol: a reader that sees the manifest must find its bundle.
+    source.put(manifest.bundle, bundle, content_type=BUNDLE_TYPE)
+    source.put(MANIFEST_NAME, manifest.to_bytes(), content_type=MANIFEST_TYPE)
+
+
+def read_build(build_dir: str | Path) -> tuple[Manifest, bytes]:
+    """The manifest and bundle a build wrote (`version.json` + `bundles/<sha256>.js`).
+
+    Raises `BuildError` when a file is missing or unreadable, `ManifestError` for a bad manifest,
+    `IntegrityError` when the bundle does not match its manifest.
+    """
+    root = Path(build_dir)
+    path = root / MANIFEST_NAME
+    try:
+        manifest = parse(path.read_bytes())
+        path = root / manifest.bundle
+        data = path.read_bytes()
+    except OSError as e:
+        raise BuildError(
+            f"cannot read the build in {root}: {e.strerror} ({path}); build it first",
+            path=path,
+        ) from None
+    fresh = Manifest.for_bundle(data, model=manifest.model, version=manifest.version)
+    if (fresh.sha256, fresh.size) != (manifest.sha256, manifest.size):
+        raise IntegrityError(
+            f"{path} does not match its manifest (sha256 {fresh.sha256[:12]}…, "
+            f"{fresh.size} bytes); rebuild it",
+            what="sha256",
+            expected=manifest.sha256,
+            actual=fresh.sha256,
+        )
+    return manifest, data
+
+
+def publish_build(
+    build_dir: str | Path,
+    store: str | Source,
+    *,
+    version: str | None = None,
+    signing_key: Ed25519PrivateKey | str | Path | bytes | None = None,
+    source_options: Mapping[str, Any] | None = None,
+) -> Manifest:
+    """Publishes what a build wrote into `build_dir` (see `read_build`) to `store`.
+
+    `version` relabels it (and stamps a new `created`); any signature of the build is dropped
+    and replaced by one with `signing_key` if given.
+    """
+    manifest, data = read_build(build_dir)
+    manifest = relabel(manifest, data, version)
+    return publish(store, data, manifest, signing_key=signing_key, source_options=source_options)
+
+
+def relabel(manifest: Manifest, data: bytes, version: str | None) -> Manifest:
+    """`manifest` unsigned, with a new version label and creation time if `version` is given."""
+    if version:
+        stamp = Manifest.for_bundle(data, model=manifest.model, version=version).created
+        manifest = dataclasses.replace(manifest, version=version, created=stamp)
+    return dataclasses.replace(manifest, signature=None, key_id=None)
