@@ -54,8 +54,8 @@ def run_one(case: str, parallelism: int, records: int, store: str, cache: str) -
     from pyflink.table.udf import udf
 
     from job.functions import RouteBySubtask
-    from job.metrics import local_rest
     from job.pipeline import MAX_PARALLELISM, JobOptions, build, environments, wine_source
+    from tests.support.flink import local_rest
 
     api = {
         "process": "process",
@@ -126,7 +126,7 @@ def run_one(case: str, parallelism: int, records: int, store: str, cache: str) -
 def steady_rate(rest: str, job_id: str, records: int, table_result: Any) -> float:
     """Records/s through the job between 20% and 90% of the input, from the source's
     numRecordsOut (backpressure makes it the pipeline's pace), sampled from the REST API."""
-    from job.metrics import rest_get
+    from tests.support.flink import rest_get
 
     samples: list[tuple[float, float]] = []
     ids: list[str] = []

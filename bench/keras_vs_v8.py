@@ -240,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
     from v8_predict import cpu_model
 
     from model.bundle import build_bundle, bundle_path
-    from model.train import load_wine_csv
+    from model.data import load_wine_csv
     from reloader.runtime import ModelRuntime
 
     t_start = time.perf_counter()

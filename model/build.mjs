@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Builds ml.bundle.js from a TF.js layers model directory and writes the DESIGN store layout:
+// Builds ml.bundle.js from a TF.js layers model directory and writes the store layout (docs/store.md):
 //
 //   <out>/bundles/<sha256>.js   the bundle (immutable, content-addressed)
 //   <out>/version.json          the manifest, written last (temp file + rename)

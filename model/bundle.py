@@ -1,4 +1,4 @@
-"""Python wrapper around `model/build.mjs`: build a bundle into the DESIGN store layout."""
+"""Python wrapper around `model/build.mjs`: build a bundle into the store layout (docs/store.md)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from typing import Any
 
 MODEL_DIR = Path(__file__).resolve().parent
 EXAMPLES = MODEL_DIR / "examples" / "wine"
-WINE_CSV = MODEL_DIR / "data" / "wine.csv"
 
 
 class BuildError(RuntimeError):

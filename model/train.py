@@ -17,25 +17,23 @@ into .venv-train.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 # tensorflowjs' Keras converter speaks Keras 2 (tf_keras); TF 2.19 defaults to Keras 3.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# Run as a script (`python model/train.py`, in .venv-train where the project is not installed).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
-import numpy.typing as npt
 
-Array = npt.NDArray[Any]
+from model.data import Array, load_wine_csv
 
 HERE = Path(__file__).resolve().parent
-DATA = HERE / "data" / "wine.csv"
 SEED = 20261123
 TEST_FRACTION = 0.3
 SELF_TEST_PER_CLASS = 4
@@ -46,18 +44,6 @@ RECIPES = {
     "v1": (4, 2, 0.002),
     "v2": (16, 150, 0.01),
 }
-
-
-def load_wine_csv(path: Path = DATA) -> tuple[list[str], Array, Array, Array]:
-    """Returns (feature names, ids, features float64 [n, 13], classes int [n])."""
-    with path.open(newline="") as f:
-        rows = list(csv.reader(f))
-    header, body = rows[0], rows[1:]
-    features = header[1:-1]
-    ids = np.array([int(r[0]) for r in body])
-    x = np.array([[float(v) for v in r[1:-1]] for r in body], dtype=np.float64)
-    y = np.array([int(r[-1]) for r in body])
-    return features, ids, x, y
 
 
 def split(y: Array) -> tuple[Array, Array]:

@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from storekit import Versions
 
 from model.bundle import EXAMPLES, build_bundle, bundle_path
-from model.train import load_wine_csv
+from model.data import load_wine_csv
+from tests.support.stores import Versions
 
 
 class WineData:
@@ -61,7 +61,7 @@ def versions(bundle_v1: bytes, bundle_v2: bytes) -> Versions:
 @pytest.fixture(scope="session")
 def s3_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One real SeaweedFS S3 server for the session (bucket `models`)."""
-    from seaweed import start_seaweed
+    from tests.support.seaweed import start_seaweed
 
     server = start_seaweed(tmp_path_factory.mktemp("seaweed"), buckets=("models",))
     yield server

@@ -1,5 +1,5 @@
 // The app template: TF.js runtime + the converted layers model + pre-/post-processing, exposed as the `ml`
-// global of the bundle contract (../shared/DESIGN.md, "The bundle contract").
+// global of the bundle contract (docs/bundle-contract.md).
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { loadLayersModel } from '@tensorflow/tfjs-layers';

@@ -76,7 +76,4 @@ export const v8Platform = {
     return a instanceof Float32Array || a instanceof Int32Array || a instanceof Uint8Array ||
       a instanceof Uint8ClampedArray;
   },
-  setTimeoutCustom(fn, delay) {
-    return setTimeout(fn, delay);
-  },
 };

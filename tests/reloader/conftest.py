@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from storekit import HttpStore
 
 from reloader.sources import Source, open_source
+from tests.support.http_store import HttpStore
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fakes import bad_bundle
 
 from reloader.errors import (
     BundleError,
@@ -15,6 +14,7 @@ from reloader.errors import (
     SelfTestError,
 )
 from reloader.runtime import ModelRuntime
+from tests.support.faults import bad_bundle
 
 CASES = [
     ("syntax_error", BundleError, "eval", "SyntaxError"),
@@ -33,6 +33,8 @@ CASES = [
     ("timer_loops", BundleError, "predict", "setTimeout is not available to model bundles"),
     ("wait_async_loops", BundleError, "predict", "Atomics.waitAsync is not available"),
     ("microtask_loops", BundleTimeout, "predict", "could not start"),
+    ("stringify_garbage", BundleError, "contract", "not JSON"),
+    ("stringify_undefined", BundleError, "contract", "not JSON"),
 ]
 
 

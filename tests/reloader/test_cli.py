@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from storekit import HttpStore, Versions, publish, put_manifest
 
 from reloader.manifest import parse
 from reloader.sources import Source, open_source
+from tests.support.http_store import HttpStore
+from tests.support.stores import Versions, publish, put_manifest
 
 
 def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Any:
@@ -78,7 +79,7 @@ def test_check_refuses_broken_stores(
     tmp_path: Path, local: Source, store_dir: Path, versions: Versions
 ) -> None:
     out = run("check", str(tmp_path / "nowhere"))
-    assert out.returncode == 1 and "MissingObject" in out.stderr
+    assert out.returncode == 1 and "NotReady: no manifest in the store yet" in out.stderr
     bad = versions.make(
         "v9", data=versions.bundles["v2"] + b"\n;globalThis.ml.selfTest.expected[0][0] += 1;"
     )

@@ -12,20 +12,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fakes import PATCHES, bad_bundle
-from storekit import (
-    HttpStore,
-    Version,
-    Versions,
-    checked,
-    publish,
-    put_manifest,
-    reference_of,
-)
 
 from reloader.agent import HotModel
 from reloader.manifest import Manifest, generate_key
 from reloader.sources import Source, open_source
+from tests.support.faults import PATCHES, bad_bundle
+from tests.support.http_store import HttpStore
+from tests.support.stores import Version, Versions, publish, put_manifest, reference_of
+from tests.support.waiting import checked
 
 KEY = generate_key()
 OTHER_KEY = generate_key()

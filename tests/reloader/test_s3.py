@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from storekit import Versions, checked, publish, reference_of, wait_until
 
 from reloader.agent import HotModel
 from reloader.errors import SourceError
 from reloader.sources import open_source
+from tests.support.stores import Versions, publish, reference_of
+from tests.support.waiting import checked, wait_until
 
 
 def _hot(url: str, tmp_path: Path, **kw: Any) -> HotModel:
@@ -98,7 +99,7 @@ def test_server_stopped_mid_poll_and_restarted(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from seaweed import start_seaweed
+    from tests.support.seaweed import start_seaweed
 
     caplog.set_level(logging.INFO, logger="reloader")
     server = start_seaweed(tmp_path / "weed", buckets=("models",))

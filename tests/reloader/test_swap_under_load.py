@@ -1,20 +1,27 @@
-"""Hot swap under load: one thread predicts without pause while 50 versions are published."""
+"""Hot swap under load: one thread predicts without pause while 50 versions are published.
+
+Every call is checked against its version's reference and the swap stall against a loose bound;
+the stall's figure (goal <= 1 ms) is `bench/swap.py`'s `swap_stall_max_ms`."""
 
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from storekit import Versions, publish, reference_of, wait_until
 
 from reloader import runtime as runtime_module
 from reloader.agent import HotModel
 from reloader.sources import Source
+from tests.support.stores import Versions, publish, reference_of
+from tests.support.waiting import wait_until
 
 VERSIONS = 50
+# The goal is <= 1 ms and the benchmark measures a few µs; a swap that waited for something (a
+# build, the poll thread, a lock held across a check) would take tens of ms or more. 50 ms holds
+# on a busy 2-core machine shared with other jobs.
+STALL_BOUND_SECONDS = 0.05
 
 
 def test_fifty_versions_while_predicting(
@@ -30,8 +37,6 @@ def test_fifty_versions_while_predicting(
     hm = HotModel(str(store_dir), poll_interval=0.5, cache_dir=tmp_path / "cache").start()
 
     seen: list[str] = []
-    durations: list[float] = []
-    swap_calls: list[float] = []
     errors: list[BaseException] = []
     done = threading.Event()
 
@@ -39,18 +44,12 @@ def test_fifty_versions_while_predicting(
         try:
             last = None
             while not done.is_set():
-                t0 = time.perf_counter()
                 got = hm.predict_versioned(wine.x)
-                dt = time.perf_counter() - t0
                 # Every output row matches the reference of the version that claims it.
                 np.testing.assert_allclose(got.value, refs[base_of[got.version]], atol=1e-5)
                 if got.version != last:
                     seen.append(got.version)
-                    if last is not None:
-                        swap_calls.append(dt)
                     last = got.version
-                else:
-                    durations.append(dt)
         except BaseException as e:
             errors.append(e)
 
@@ -70,17 +69,10 @@ def test_fifty_versions_while_predicting(
     assert not errors, errors
     assert seen == [v.label for v in plan], "every version served, in publish order"
     assert info.reloads == VERSIONS + 1 and info.failures == 0
-    assert info.max_swap_stall_seconds is not None
+    stall = info.max_swap_stall_seconds
+    assert stall is not None and 0 <= stall < STALL_BOUND_SECONDS, (
+        f"pointer swap stalled the predicting thread {stall} s (bound {STALL_BOUND_SECONDS} s)"
+    )
 
     wait_until(lambda: {t.ident for t in threading.enumerate()} <= threads, what="threads gone")
     assert len(runtime_module._LIVE) == contexts, "every context closed"
-
-    d = np.array(durations) * 1e3
-    s = np.array(swap_calls) * 1e3
-    print(
-        f"\n{VERSIONS} swaps under load: pointer swap on the predicting thread max "
-        f"{info.max_swap_stall_seconds * 1e6:.1f} µs (goal <= 1 ms); predict call (178 rows) "
-        f"p50 {np.median(d):.3f} ms, p99 {np.percentile(d, 99):.3f} ms, max {d.max():.3f} ms "
-        f"without a swap; with a swap p50 {np.median(s):.3f} ms, max {s.max():.3f} ms; "
-        f"{len(durations) + len(swap_calls)} calls"
-    )

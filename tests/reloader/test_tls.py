@@ -12,11 +12,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from storekit import HttpStore, Versions, publish
 
 from reloader.agent import HotModel
 from reloader.errors import SourceError
 from reloader.sources import open_source
+from tests.support.http_store import HttpStore
+from tests.support.stores import Versions, publish
 
 
 def _self_signed(tmp_path: Path) -> tuple[Path, Path]:

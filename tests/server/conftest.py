@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from storekit import ModelStoreServer
+
+from tests.support.http_store import ModelStoreServer
 
 
 @pytest.fixture

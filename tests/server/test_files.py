@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from storekit import ModelStoreServer, Versions, publish
 
 from reloader.sources import open_source
+from tests.support.http_store import ModelStoreServer
+from tests.support.stores import Versions, publish
 
 
 @pytest.fixture

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from storekit import ModelStoreServer, Versions, publish
 
 from reloader.manifest import parse
 from reloader.sources import open_source
+from tests.support.http_store import ModelStoreServer
+from tests.support.stores import Versions, publish
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

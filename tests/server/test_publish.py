@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from storekit import ModelStoreServer, Versions, checked, publish, reference_of, wait_until
 
 from reloader.agent import HotModel
 from reloader.manifest import Manifest, parse
 from reloader.sources import open_source
+from tests.support.http_store import ModelStoreServer
+from tests.support.stores import Versions, publish, reference_of
+from tests.support.waiting import checked, wait_until
 
 
 def _put(server: ModelStoreServer, path: str, body: bytes, **headers: str) -> requests.Response:

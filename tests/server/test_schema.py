@@ -9,9 +9,10 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from storekit import ModelStoreServer, Versions, publish
 
 from reloader.sources import open_source
+from tests.support.http_store import ModelStoreServer
+from tests.support.stores import Versions, publish
 
 
 @pytest.fixture(scope="module")

@@ -1,30 +1,169 @@
-"""A real standalone Flink cluster (JobManager + TaskManager processes) from the `pyflink`
-package's `bin/start-cluster.sh`, isolated in a temp dir, for tests.
+"""Flink in tests and benchmarks: its REST API and ports, the job in a mini-cluster, a standalone
+cluster.
 
-Its own conf dir (free ports, loopback only, 2 slots, this venv's Python), log and pid dirs under
-the temp dir; `env` reaches the TaskManager and so its Python workers (they inherit the
-environment `start-cluster.sh` runs in). Ready when the REST API shows the TaskManager's slots.
-`stop()` runs `stop-cluster.sh`, then kills whatever the pid files still name.
+- REST and ports: `free_port`, `rest_get`, `model_metrics` (a running job's model metrics per
+  subtask) and `local_rest` (the settings that give a mini-cluster a REST API on a free port).
+- The real job in a PyFlink mini-cluster in this process: `running_job` starts it (sink
+  included) and yields a `RunningJob`; `read_outputs` reads what its `dir:` sink committed and
+  `check_predictions` checks each record against its version's reference outputs.
+- `StandaloneFlink`: a real standalone cluster (JobManager + TaskManager processes) from the
+  `pyflink` package's `bin/start-cluster.sh`, isolated in a temp dir. Its own conf dir (free
+  ports, loopback only, 2 slots, this venv's Python), log and pid dirs under the temp dir; `env`
+  reaches the TaskManager and so its Python workers (they inherit the environment
+  `start-cluster.sh` runs in). Ready when the REST API shows the TaskManager's slots. `stop()`
+  runs `stop-cluster.sh`, then kills whatever the pid files still name.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import psutil
-from storekit import wait_until
 
-from job.metrics import free_port, rest_get
+from tests.support.waiting import wait_until
 
-REPO = Path(__file__).resolve().parents[1]
+if TYPE_CHECKING:
+    from job.pipeline import JobOptions
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# -- REST API and ports ------------------------------------------------------------------------
+
+
+def rest_get(base: str, path: str, timeout: float = 5.0) -> Any:
+    with urllib.request.urlopen(base.rstrip("/") + path, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+def model_metrics(base: str, job_id: str, name: str) -> dict[str, float]:
+    """Every subtask's value of the model metric `name` (e.g. "reload_failures"), keyed by the
+    full metric id (`<subtask>.<operator>...model.<name>`). Empty until the metric is reported."""
+    out: dict[str, float] = {}
+    job = rest_get(base, f"/jobs/{job_id}")
+    suffix = f".model.{name}"
+    for vertex in job.get("vertices", []):
+        path = f"/jobs/{job_id}/vertices/{vertex['id']}/metrics"
+        ids = [m["id"] for m in rest_get(base, path) if m["id"].endswith(suffix)]
+        if not ids:
+            continue
+        query = urllib.parse.quote(",".join(ids), safe=",")
+        for m in rest_get(base, f"{path}?get={query}"):
+            try:
+                out[m["id"]] = float(m["value"])
+            except (KeyError, ValueError):
+                continue
+    return out
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def local_rest(update_interval: str = "100 ms") -> tuple[str, dict[str, str]]:
+    """(REST base URL, Flink settings) for a local mini-cluster whose REST API and metrics a
+    caller reads: a free loopback port, and metrics fetched every `update_interval` (the REST
+    API caches them for 10 s by default)."""
+    port = free_port()
+    conf = {
+        "rest.port": str(port),
+        "rest.address": "127.0.0.1",
+        "rest.bind-address": "127.0.0.1",
+        "metrics.fetcher.update-interval": update_interval,
+    }
+    return f"http://127.0.0.1:{port}", conf
+
+
+# -- the job in a mini-cluster ------------------------------------------------------------------
+
+
+@dataclass
+class RunningJob:
+    result: Any
+    rest: str
+    job_id: str
+
+    def metric(self, name: str) -> dict[str, float]:
+        """The model metric `name` per subtask (empty until reported)."""
+        try:
+            return model_metrics(self.rest, self.job_id, name)
+        except OSError:
+            return {}
+
+    def wait_metric(self, name: str, predicate: Any, what: str, timeout: float = 60.0) -> None:
+        def ok() -> bool:
+            values = self.metric(name)
+            return bool(values) and predicate(list(values.values()))
+
+        wait_until(ok, timeout=timeout, what=what)
+
+
+@contextmanager
+def running_job(opts: JobOptions, tmp: Path, predictor: Any = None) -> Iterator[RunningJob]:
+    """Starts the job (sink included) in a local mini-cluster; cancels it if the test fails."""
+    from job.pipeline import build, environments, sink
+
+    os.environ.setdefault("FLINK_LOG_DIR", str(tmp / "flink-logs"))
+    rest, rest_conf = local_rest()
+    opts = replace(opts, extra_config={**rest_conf, **opts.extra_config})
+    env, t_env = environments(opts)
+    result = sink(opts, t_env, build(opts, env, t_env, predictor=predictor))
+    job = RunningJob(result, rest, str(result.get_job_client().get_job_id()))
+    try:
+        yield job
+    except BaseException:
+        with suppress(Exception):
+            result.get_job_client().cancel().result()
+        raise
+
+
+def read_outputs(out_dir: Path) -> dict[int, list[dict[str, Any]]]:
+    """Committed part files of a dir: sink, by writing subtask, each in the order written."""
+    by_subtask: dict[int, list[dict[str, Any]]] = {}
+    files = [p for p in out_dir.rglob("part-*") if not p.name.startswith(".")]
+
+    def order(p: Path) -> tuple[int, int]:
+        parts = p.name.split("-")
+        return int(parts[-2]), int(parts[-1].split(".")[0])  # (subtask, part counter)
+
+    for path in sorted(files, key=order):
+        subtask, _ = order(path)
+        lines = path.read_text().splitlines()
+        by_subtask.setdefault(subtask, []).extend(json.loads(line) for line in lines if line)
+    return by_subtask
+
+
+def check_predictions(records: list[dict[str, Any]], base_of: dict[str, str], wine: Any) -> None:
+    """Every record names a known version and carries exactly that version's reference output."""
+    refs = {base: np.asarray(wine.reference(base)["outputs"]) for base in set(base_of.values())}
+    for rec in records:
+        assert "error" not in rec, rec
+        base = base_of[rec["model_version"]]
+        expected = refs[base][rec["id"] % len(refs[base])]
+        got = list(rec["probabilities"].values())
+        np.testing.assert_allclose(got, expected, atol=1e-5, err_msg=str(rec))
+
+
+# -- a standalone cluster -----------------------------------------------------------------------
 
 
 def pyflink_home() -> Path:

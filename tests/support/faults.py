@@ -1,12 +1,11 @@
 """Bad bundles for the failure cases, all in one place.
 
 Each is the real v2 bundle with JavaScript appended that breaks one part of the contract, so
-everything but the fault is a genuine, working bundle.
+everything but the fault is a genuine, working bundle. (The store that fails on demand is the HTTP
+store, `tests.support.http_store`: its faults are injected over its control API.)
 """
 
 from __future__ import annotations
-
-import threading
 
 PATCHES: dict[str, str] = {
     # Not parseable at all.
@@ -58,6 +57,10 @@ PATCHES: dict[str, str] = {
     "microtask_loops": """
 ;(() => { const real = globalThis.ml.predictBuffer;
   globalThis.ml.predictBuffer = function (n) { Promise.resolve().then(() => { for (;;) {} }); return real(n); }; })();""",
+    # JSON.stringify broken by the bundle: the host's probes read text that is not JSON.
+    "stringify_garbage": "\n;JSON.stringify = () => '{\"meta\": oops';",
+    # ...or no text at all.
+    "stringify_undefined": "\n;JSON.stringify = () => undefined;",
     # a JS error thrown from predictBuffer, with a long line in the message.
     "throws_in_predict": "\n;globalThis.ml.predictBuffer = function (n) { throw new Error('x'.repeat(20000)); };",
 }
@@ -65,51 +68,6 @@ PATCHES: dict[str, str] = {
 
 def bad_bundle(good: bytes, kind: str) -> bytes:
     return good + PATCHES[kind].encode()
-
-
-class FakeClock:
-    """A clock for the poll thread that only moves when the test says so.
-
-    Each `sleep` is recorded, then blocks until `release()` lets it elapse (time jumps by the
-    requested amount) or the agent's wake event is set (no time passes).
-    """
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-        self._cv = threading.Condition()
-        self._released = 0
-
-    def time(self) -> float:
-        return 1.8e9 + self.now
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float, wake: threading.Event) -> bool:
-        with self._cv:
-            self.sleeps.append(seconds)
-            self._cv.notify_all()
-            while not self._released:
-                if wake.is_set():
-                    return True
-                self._cv.wait(0.02)  # re-check the wake event, which the agent sets
-            self._released -= 1
-            self.now += seconds
-            return False
-
-    def release(self) -> None:
-        """Lets one pending (or the next) sleep run to its end."""
-        with self._cv:
-            self._released += 1
-            self._cv.notify_all()
-
-    def wait_sleeps(self, n: int, timeout: float = 20.0) -> list[float]:
-        """Waits until the agent has asked for `n` sleeps in all; returns them."""
-        with self._cv:
-            if not self._cv.wait_for(lambda: len(self.sleeps) >= n, timeout):
-                raise AssertionError(f"only {len(self.sleeps)} of {n} sleeps: {self.sleeps}")
-            return list(self.sleeps)
 
 
 # Passes its self-test and warm-up, then loops forever on one input: alcohol == 999.

@@ -1,14 +1,20 @@
-"""A real HTTP file server for the reloader tests, run as its own process, with fault injection.
+"""The HTTP stores of the tests: a static file server with fault injection, and the processes.
 
-Serves `--root` like a static file server with strong ETags, Last-Modified and conditional GET
-(304), accepts `PUT` with a bearer token (temp file + rename), and counts every request. Faults
-are injected over a control API, so a test can make the store answer 404/500 or stall:
+The server (`main`, run as its own process) serves `--root` like a static file server with strong
+ETags, Last-Modified and conditional GET (304), accepts `PUT` with a bearer token (temp file +
+rename), and counts every request. Faults are injected over a control API, so a test can make the
+store answer 404/500 or stall:
 
     POST /_control/fault {"path": "version.json", "status": 500, "delay": 0, "count": -1}
     POST /_control/clear
     GET  /_control/stats   -> {"requests": [[method, path, status], ...]}
 
-Usage: python tests/http_store.py --root DIR [--port 0] [--token T]; prints "listening PORT".
+Usage: python -m tests.support.http_store --root DIR [--port 0] [--token T] [--tls CERT KEY];
+prints "listening PORT".
+
+From a test: `HttpStore` runs that server, `ModelStoreServer` runs the project's own store
+(`python -m server serve`), each in its own process on a free loopback port. Standard library only,
+so the server process starts fast.
 """
 
 from __future__ import annotations
@@ -20,12 +26,17 @@ import json
 import os
 import secrets
 import ssl
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 class Store:
@@ -169,6 +180,120 @@ def main() -> None:
         server.socket = ctx.wrap_socket(server.socket, server_side=True)
     print(f"listening {server.server_address[1]}", flush=True)
     server.serve_forever()
+
+
+# -- from a test: the stores as processes ---------------------------------------------------------
+
+
+class ServerProcess:
+    """A test server in its own process; it prints "listening ...:PORT" once its socket is up."""
+
+    proc: subprocess.Popen[str] | None = None
+    port = 0
+
+    def _launch(self, cmd: list[str], what: str) -> None:
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, text=True, cwd=REPO, stdin=subprocess.DEVNULL
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()  # blocks until the socket is listening
+        if not line.startswith("listening "):
+            self.stop()
+            raise RuntimeError(f"{what} did not start: {line!r}")
+        self.port = int(line.strip().rsplit(":", 1)[-1].split()[-1])
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+            if self.proc.stdout:
+                self.proc.stdout.close()
+            self.proc = None
+
+
+class HttpStore(ServerProcess):
+    """This module's server running as a separate process on a free loopback port."""
+
+    def __init__(
+        self, root: Path, token: str | None = None, tls: tuple[Path, Path] | None = None
+    ) -> None:
+        self.root = root
+        self.token = token
+        self.tls = tls
+        self.port = 0
+        self.start()
+
+    def start(self) -> None:
+        cmd = [sys.executable, "-m", "tests.support.http_store", "--root", str(self.root)]
+        cmd += ["--port", str(self.port)]
+        if self.token:
+            cmd += ["--token", self.token]
+        if self.tls:
+            cmd += ["--tls", str(self.tls[0]), str(self.tls[1])]
+        self._launch(cmd, "http_store")
+
+    @property
+    def base(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    def url(self, prefix: str = "") -> str:
+        return f"{self.base}/{prefix}".rstrip("/")
+
+    def _post(self, path: str, body: dict[str, Any] | None = None) -> None:
+        data = json.dumps(body or {}).encode()
+        req = urllib.request.Request(f"{self.base}{path}", data=data, method="POST")
+        with urllib.request.urlopen(req, timeout=10):
+            pass
+
+    def fault(self, path: str, status: int = 500, delay: float = 0.0, count: int = -1) -> None:
+        self._post(
+            "/_control/fault", {"path": path, "status": status, "delay": delay, "count": count}
+        )
+
+    def clear(self) -> None:
+        self._post("/_control/clear")
+
+    def requests(self) -> list[tuple[str, str, int]]:
+        with urllib.request.urlopen(f"{self.base}/_control/stats", timeout=10) as r:
+            return [tuple(x) for x in json.loads(r.read())["requests"]]
+
+
+class ModelStoreServer(ServerProcess):
+    """`python -m server serve` in its own process on a free loopback port."""
+
+    def __init__(
+        self, root: Path, *, token: str | None = "tok-" + "x" * 12, max_body: int | None = None
+    ) -> None:
+        self.root = root
+        self.token = token
+        self.max_body = max_body
+        self.port = 0
+        self.start()
+
+    def start(self) -> None:
+        cmd = [sys.executable, "-m", "server", "serve", "--root", str(self.root)]
+        cmd += ["--port", str(self.port)]
+        if self.token:
+            token_file = self.root.parent / f"{self.root.name}.token"
+            token_file.write_text(self.token + "\n")
+            cmd += ["--token-file", str(token_file)]
+        if self.max_body:
+            cmd += ["--max-body-bytes", str(self.max_body)]
+        self._launch(cmd, "python -m server")
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, model: str = "wine") -> str:
+        return f"{self.base}/models/{model}"
+
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
 
 
 if __name__ == "__main__":
