@@ -33,14 +33,14 @@ from v8_predict import cpu_model
 
 from model.bundle import EXAMPLES, build_bundle, bundle_path
 from reloader.runtime import ModelRuntime
-from reloader.sandbox import trial_build, warm_up
+from reloader.sandbox import trial_build
 
 
 def _in_process(bundle: bytes) -> float:
     t0 = time.perf_counter()
     runtime = ModelRuntime(bundle)
     try:
-        warm_up(runtime, rows=256, calls=64)
+        runtime.warm_up(rows=256, calls=64)
     finally:
         runtime.close()
     return time.perf_counter() - t0

@@ -24,13 +24,7 @@ from reloader.errors import BundleMemoryError, BundleTimeout, NotReady, RuntimeC
 from reloader.fetch import default_cache_dir
 from reloader.follower import StoreFollower
 from reloader.layout import DEFAULT_MAX_BUNDLE_BYTES
-from reloader.load import (
-    DEFAULT_TRIAL_MEMORY,
-    DEFAULT_TRIAL_TIMEOUT,
-    Loader,
-    LoadSettings,
-    public_key_of,
-)
+from reloader.load import Loader, LoadSettings, public_key_of
 from reloader.runtime import (
     DEFAULT_CALL_TIMEOUT,
     DEFAULT_HEAP_LIMIT,
@@ -65,7 +59,8 @@ class HotModel:
         trial: build each new bundle first in a memory- and time-limited child process
             (`reloader.sandbox`), so one that allocates memory without bound is refused
             without touching this process.
-        trial_memory, trial_timeout: that child's memory (bytes) and wall-clock (s) limits.
+        trial_memory, trial_timeout: that child's memory (bytes, default 4 x heap_limit) and
+            wall-clock (seconds, default 2 x init_timeout + 10 x call_timeout) limits.
         watch: use file-system events for local stores.
         clock: time source of the poll thread (tests inject one).
         source: an already opened `Source` (default: `open_source(url, **source_options)`).
@@ -88,8 +83,8 @@ class HotModel:
         warmup_rows: int = 256,
         warmup_calls: int = 64,
         trial: bool = True,
-        trial_memory: int = DEFAULT_TRIAL_MEMORY,
-        trial_timeout: float = DEFAULT_TRIAL_TIMEOUT,
+        trial_memory: int | None = None,
+        trial_timeout: float | None = None,
         watch: bool = True,
         clock: Clock | None = None,
         source: Source | None = None,

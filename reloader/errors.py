@@ -159,3 +159,35 @@ class SignatureError(IntegrityError):
 
 class CacheError(ReloaderError):
     """The local bundle cache cannot be written (permissions, disk full)."""
+
+
+class BundleResourceError(BundleMemoryError):
+    """The bundle's trial process went past its memory limit (memory outside the V8 heap).
+
+    Attributes:
+        memory_limit: bytes the trial process was allowed.
+        peak_rss: the trial process's peak resident set, in bytes.
+        heap_limit: the V8 heap limit of the trial (as for `BundleMemoryError`).
+    """
+
+    def __init__(
+        self, message: str, *, stage: str, memory_limit: int, peak_rss: int, heap_limit: int
+    ) -> None:
+        self.memory_limit = memory_limit
+        self.peak_rss = peak_rss
+        self.heap_limit = heap_limit
+        BundleError.__init__(
+            self,
+            f"{message}: over its memory limit of {memory_limit >> 20} MiB (peak RSS "
+            f"{peak_rss >> 20} MiB, V8 heap limit {heap_limit >> 20} MiB): memory outside the "
+            "V8 heap (ArrayBuffers, WebAssembly memory) or one huge allocation; fix the bundle, "
+            "or raise memory_limit if it really needs that much",
+            stage=stage,
+        )
+
+
+class SandboxError(ReloaderError):
+    """The trial process failed before it reached the bundle (interpreter, imports, resources).
+
+    Not the bundle's fault: retried, never quarantined.
+    """

@@ -24,6 +24,7 @@ from reloader.errors import (
     ManifestError,
     NotReady,
     ReloaderError,
+    SandboxError,
     SignatureError,
     SourceError,
 )
@@ -191,7 +192,9 @@ class StoreFollower:
                 raise
         except Exception as e:
             self.failures += 1
-            transient = isinstance(e, SourceError | CacheError) or not isinstance(e, ReloaderError)
+            transient = isinstance(e, SourceError | CacheError | SandboxError) or not isinstance(
+                e, ReloaderError
+            )
             # Transport trouble backs off; a refused version costs a 304 per poll from now on.
             self._failures_in_row = self._failures_in_row + 1 if transient else 0
             if not isinstance(e, ReloaderError):
@@ -233,8 +236,8 @@ class StoreFollower:
             self.quarantine[_sig_key(manifest)] = str(e)
             self._validator = fetched.validator
             raise
-        except (NotReady, SourceError, CacheError):
-            raise  # transient: the bundle may still be on its way; re-read the manifest
+        except (NotReady, SourceError, CacheError, SandboxError):
+            raise  # transient (the bundle may still be on its way): re-read the manifest
         except ReloaderError as e:
             self.quarantine[manifest.sha256] = str(e)
             self._validator = fetched.validator

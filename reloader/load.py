@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from reloader.codec import BundleMeta
@@ -31,13 +30,6 @@ from reloader.runtime import (
 from reloader.sources import Fetched, Source, Validator, open_source
 from reloader.values import Clock, LoadedModel, SystemClock
 
-# A new bundle's first build runs in a child process with this much memory (RSS) at most, so a
-# bundle that allocates far past its V8 heap limit (ArrayBuffers live outside it) is refused
-# without touching the serving process. 4x the default heap limit: TF.js' own buffers sit
-# outside the heap too, and the WINE bundle's trial peaks far below this.
-DEFAULT_TRIAL_MEMORY = 1 << 30
-DEFAULT_TRIAL_TIMEOUT = 120.0
-
 
 @dataclasses.dataclass(frozen=True)
 class LoadSettings:
@@ -52,8 +44,9 @@ class LoadSettings:
             `warmup_rows` rows before it is offered, so V8 has optimized its code.
         trial: build, self-test and warm up a bundle in a resource-limited child process
             before its first build in this process (see `reloader.sandbox`).
-        trial_memory: the child's memory limit in bytes (resident set).
-        trial_timeout: the child's wall-clock limit in seconds.
+        trial_memory: the child's memory limit in bytes (resident set; default 4 x heap_limit).
+        trial_timeout: the child's wall-clock limit in seconds (default 2 x init_timeout +
+            10 x call_timeout).
     """
 
     cache_dir: Path | None = None
@@ -65,12 +58,16 @@ class LoadSettings:
     warmup_rows: int = 256
     warmup_calls: int = 64
     trial: bool = True
-    trial_memory: int = DEFAULT_TRIAL_MEMORY
-    trial_timeout: float = DEFAULT_TRIAL_TIMEOUT
+    trial_memory: int | None = None
+    trial_timeout: float | None = None
 
     def __post_init__(self) -> None:
-        if self.max_bundle_bytes <= 0 or self.trial_memory <= 0 or self.trial_timeout <= 0:
-            raise ValueError("max_bundle_bytes, trial_memory and trial_timeout must be > 0")
+        if self.max_bundle_bytes <= 0:
+            raise ValueError("max_bundle_bytes must be > 0")
+        if (self.trial_memory is not None and self.trial_memory <= 0) or (
+            self.trial_timeout is not None and self.trial_timeout <= 0
+        ):
+            raise ValueError("trial_memory and trial_timeout must be > 0")
 
 
 def public_key_of(key: Ed25519PublicKey | str | Path | bytes | None) -> Ed25519PublicKey | None:
@@ -146,7 +143,7 @@ class Loader:
             self_test=self_test,
         )
         try:
-            warm_up(runtime, rows=s.warmup_rows, calls=s.warmup_calls)
+            runtime.warm_up(rows=s.warmup_rows, calls=s.warmup_calls)
         except BaseException:
             runtime.close()
             raise
@@ -155,19 +152,6 @@ class Loader:
     def load(self, source: Source, manifest: Manifest) -> LoadedModel:
         """`fetch` then `build`."""
         return self.build(manifest, self.fetch(source, manifest))
-
-
-def warm_up(runtime: ModelRuntime, *, rows: int, calls: int) -> None:
-    """Runs the runtime's code paths off the hot path, so V8 has compiled them."""
-    seed = runtime.self_test_inputs
-    if seed is None or rows <= 0:
-        return
-    rows = min(rows, runtime.max_batch)
-    batch = np.resize(seed, (rows, seed.shape[1]))
-    # V8 optimizes a function only after it has run hot for a while: one call would leave
-    # the first real batches to the interpreter.
-    for i in range(calls):
-        runtime.predict(batch[: 1 + (i * 37) % rows])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -208,6 +208,20 @@ class ModelRuntime:
             )
         return results
 
+    def warm_up(self, *, rows: int = 256, calls: int = 64) -> None:
+        """Predicts `calls` batches of up to `rows` self-test rows, so V8 has compiled the hot
+        code before real traffic arrives (the agent and the trial child do this off the hot
+        path). A no-op without self-test inputs."""
+        seed = self.self_test_inputs
+        if seed is None or rows <= 0:
+            return
+        rows = min(rows, self.max_batch)
+        batch = np.resize(seed, (rows, seed.shape[1]))
+        # V8 optimizes a function only after it has run hot for a while: one call would leave
+        # the first real batches to the interpreter.
+        for i in range(calls):
+            self.predict(batch[: 1 + (i * 37) % rows])
+
     # -- life cycle -------------------------------------------------------------------------------
 
     def run_self_test(self, spec: Mapping[str, Any] | None = None) -> float:

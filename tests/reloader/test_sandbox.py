@@ -14,38 +14,23 @@ from typing import Any
 import psutil
 import pytest
 
-from reloader.errors import BundleError, BundleMemoryError, BundleTimeout, SelfTestError
-from reloader.runtime import ModelRuntime
-from reloader.sandbox import (
+from reloader.errors import (
+    BundleError,
+    BundleMemoryError,
     BundleResourceError,
+    BundleTimeout,
     SandboxError,
-    TrialReport,
-    _restore,
-    trial_build,
+    SelfTestError,
 )
-from tests.support.faults import PATCHES, bad_bundle
-
-# Bad bundles the catalogue does not have yet (to move into it).
-LOCAL_PATCHES = {
-    # 16 ArrayBuffers of 256 MiB, filled: 4 GiB outside the V8 heap, which its limit never sees.
-    "arraybuffer_blowup": """
-;globalThis.ml.init = function () { globalThis.keep = [];
-  for (let i = 0; i < 16; i++) keep.push(new Uint8Array(256 * 1024 * 1024).fill(1)); };""",
-    # The same 1 MiB at a time: each allocation is small, the resident set is what grows.
-    "arraybuffer_drip": """
-;globalThis.ml.init = function () { globalThis.keep = [];
-  for (;;) keep.push(new Uint8Array(1 << 20).fill(1)); };""",
-    # init() that never returns (a loop, not a promise: the call itself must be stopped).
-    "init_loops": "\n;globalThis.ml.init = function () { for (;;) {} };",
-}
+from reloader.runtime import ModelRuntime
+from reloader.sandbox import TrialReport, _restore, trial_build
+from tests.support.faults import bad_bundle
 
 MiB = 1 << 20
 
 
 def _bad(good: bytes, kind: str) -> bytes:
-    if kind in PATCHES:
-        return bad_bundle(good, kind)
-    return good + LOCAL_PATCHES[kind].encode()
+    return bad_bundle(good, kind)
 
 
 @pytest.fixture
@@ -138,7 +123,7 @@ def test_wall_clock_kills_a_child_that_ignores_sigterm(
         while not done.is_set():
             for child in psutil.Process().children():
                 try:
-                    if "reloader.sandbox" not in child.cmdline():
+                    if "reloader.trial_child" not in child.cmdline():
                         continue
                     status = Path(f"/proc/{child.pid}/status").read_text()
                     sig_ign = next(ln for ln in status.splitlines() if ln.startswith("SigIgn:"))

@@ -61,6 +61,17 @@ PATCHES: dict[str, str] = {
     "stringify_garbage": "\n;JSON.stringify = () => '{\"meta\": oops';",
     # ...or no text at all.
     "stringify_undefined": "\n;JSON.stringify = () => undefined;",
+    # 16 ArrayBuffers of 256 MiB, filled: 4 GiB outside the V8 heap, which its limit never sees.
+    # Only the trial process (reloader.sandbox) stops it; never build it in a test's own process.
+    "arraybuffer_blowup": """
+;globalThis.ml.init = function () { globalThis.keep = [];
+  for (let i = 0; i < 16; i++) keep.push(new Uint8Array(256 * 1024 * 1024).fill(1)); };""",
+    # The same 1 MiB at a time: each allocation is small, the resident set is what grows.
+    "arraybuffer_drip": """
+;globalThis.ml.init = function () { globalThis.keep = [];
+  for (;;) keep.push(new Uint8Array(1 << 20).fill(1)); };""",
+    # init() that never returns (a loop, not a promise: the call itself must be stopped).
+    "init_loops": "\n;globalThis.ml.init = function () { for (;;) {} };",
     # a JS error thrown from predictBuffer, with a long line in the message.
     "throws_in_predict": "\n;globalThis.ml.predictBuffer = function (n) { throw new Error('x'.repeat(20000)); };",
 }
