@@ -12,9 +12,12 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
+from job.mixin import parameter_value
 from job.pipeline import APIS, MODES, JobOptions
+from reloader.errors import ReloaderError
 
 ENV_PREFIX = "PREDICT_JOB_"
 _DEFAULTS = JobOptions()
@@ -32,7 +35,7 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("--public-key", "public_key", str, "Ed25519 public key: only signed manifests are loaded"),
     ("--cache-dir", "cache_dir", str, "verified-bundle cache (default: the user cache dir)"),
     ("--rate", "rate", float, "wine source: records/s over all subtasks, 0 = unthrottled"),
-    ("--records", "records", int, "wine source: how many records"),
+    ("--records", "records", int, "wine source: how many (unset: 20000; demo: rate x seconds)"),
     ("--batch-size", "batch_size", int, "process path: predict once this many are pending"),
     ("--max-delay-ms", "max_delay_ms", int, "process path: ...or the oldest waited this long"),
     ("--bundle-time-ms", "bundle_time_ms", int, "python.fn-execution.bundle.time (latency)"),
@@ -45,8 +48,25 @@ _FLAGS: list[tuple[str, str, type, str]] = [
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line (the full usage is in --help)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _env(parser: argparse.ArgumentParser, name: str, kind: type, fallback: Any) -> Any:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return fallback
+    try:
+        return parameter_value(raw, kind)
+    except ValueError as e:
+        parser.error(f"${name}: {e}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m job",
         description="Real-time prediction in Flink with a TF.js model that is swapped while the "
         "job runs. Without --model: the embedded demo (a local mini-cluster, the WINE stream, "
@@ -55,13 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, name, kind, text in _FLAGS:
         env = ENV_PREFIX + name.upper()
         default = getattr(_DEFAULTS, name)
-        raw = os.environ.get(env)
         parser.add_argument(
             flag,
             dest=name,
             type=kind,
-            default=kind(raw) if raw not in (None, "") else default,
-            help=f"{text} (default: ${env}, else {default!r})",
+            default=_env(parser, env, kind, default),
+            help=f"{text} (default: ${env}, else {'unset' if default is None else repr(default)})",
         )
     parser.add_argument(
         "--config",
@@ -73,9 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--demo-seconds",
         type=float,
-        default=float(os.environ.get(ENV_PREFIX + "DEMO_SECONDS") or 40),
+        default=_env(parser, ENV_PREFIX + "DEMO_SECONDS", float, 40.0),
         help="demo only: how long the WINE stream lasts (default: $PREDICT_JOB_DEMO_SECONDS, "
         "else 40)",
+    )
+    parser.add_argument(
+        "--skip-check",
+        action="store_true",
+        default=_env(parser, ENV_PREFIX + "SKIP_CHECK", bool, False),
+        help="submit without the pre-flight checks (the model loads here, a dir: source is "
+        "readable), e.g. when only the cluster can reach the store (default: "
+        "$PREDICT_JOB_SKIP_CHECK, else false)",
     )
     return parser
 
@@ -94,8 +121,39 @@ def options_from(args: argparse.Namespace) -> JobOptions:
     return JobOptions(**values)
 
 
+def to_argv(opts: JobOptions) -> list[str]:
+    """The flags that give `opts` back (`options_from`): the demo starts the job with them."""
+    argv: list[str] = []
+    for flag, name, _, _ in _FLAGS:
+        value = getattr(opts, name)
+        if value is not None and value != "":
+            argv += [flag, str(value)]
+    for key, value in opts.extra_config.items():
+        argv += ["--config", f"{key}={value}"]
+    return argv
+
+
+def preflight(opts: JobOptions) -> None:
+    """What is checked before the job is submitted, so that a mistake is one line here rather
+    than a failed job: a `dir:` source is a readable directory, and the model loads (manifest,
+    download, verification, build, self-test: what `python -m reloader check` does).
+
+    Raises `OSError` for the source, the `ReloaderError` of the step that failed for the model.
+    """
+    if opts.source.startswith("dir:"):
+        path = Path(opts.source[len("dir:") :])
+        if not path.is_dir():
+            what = "is not a directory" if path.exists() else "does not exist"
+            raise NotADirectoryError(f"the source directory {path} {what}")
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise PermissionError(f"the source directory {path} is not readable")
+    from reloader.load import check
+
+    settings = opts.model_settings()
+    check(settings.url, settings.hot_model().settings, source_options=settings.source_options)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     args = build_parser().parse_args(argv)
     try:
         opts = options_from(args)
@@ -105,8 +163,45 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(opts, seconds=args.demo_seconds)
         opts.validate()
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _fail(str(e), 2)
+    try:
+        if not args.skip_check:
+            preflight(opts)
+    except ReloaderError as e:
+        return _fail(f"{type(e).__name__}: {e}", 1)
+    except OSError as e:
+        return _fail(str(e), 1)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from py4j.protocol import Py4JJavaError
+
+    try:
+        return _submit(opts)
+    except Py4JJavaError as e:
+        log_dir = os.environ.get("FLINK_LOG_DIR", "Flink's log directory")
+        return _fail(f"the job failed: {_root_cause(e)} (full trace in {log_dir})", 1)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def _root_cause(e: Any) -> str:
+    """The innermost Java cause of `e`, in one line (a Python error in the job: its type and
+    message, as pemja reports it)."""
+    cause = getattr(e, "java_exception", None)
+    while cause is not None and cause.getCause() is not None:
+        cause = cause.getCause()
+    text = str(cause.getMessage() or cause.toString()) if cause is not None else str(e)
+    first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+    # pemja: "<class 'reloader.errors.SourceError'>: message"
+    if first.startswith("<class '") and "'>: " in first:
+        name, _, message = first[len("<class '") :].partition("'>: ")
+        first = f"{name.rsplit('.', 1)[-1]}: {message}"
+    return first
+
+
+def _submit(opts: JobOptions) -> int:
     from job.pipeline import build, environments, sink
 
     env, t_env = environments(opts)

@@ -26,13 +26,17 @@ nothing does not refresh them.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from reloader.agent import HotModel
+from reloader.layout import DEFAULT_MAX_BUNDLE_BYTES
 from reloader.runtime import ModelRuntime
 from reloader.values import ModelInfo, Versioned
 
@@ -65,7 +69,7 @@ class ModelSettings:
     max_backoff: float = 60.0
     cache_dir: str = ""
     public_key: str = ""
-    max_bundle_bytes: int = 64 << 20
+    max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES
     heap_limit_mb: int = 256
     call_timeout: float = 5.0
     source_options: dict[str, Any] = field(default_factory=dict)
@@ -77,9 +81,27 @@ class ModelSettings:
             raw = get(PARAM_PREFIX + name.replace("_", "-"), None)
             if raw is None or raw == "":
                 continue
-            kind = type(getattr(self, name))
-            changes[name] = kind(raw)
+            key = PARAM_PREFIX + name.replace("_", "-")
+            try:
+                changes[name] = parameter_value(raw, _field_types()[name])
+            except ValueError as e:
+                raise ValueError(f"job parameter {key}={raw!r}: {e}") from None
         return replace(self, **changes) if changes else self
+
+    def hot_model(self) -> HotModel:
+        """A `HotModel` following `url` with these settings (not started)."""
+        return HotModel(
+            self.url,
+            poll_interval=self.poll_interval,
+            jitter=self.jitter,
+            max_backoff=self.max_backoff,
+            cache_dir=self.cache_dir or None,
+            public_key=self.public_key or None,
+            max_bundle_bytes=self.max_bundle_bytes,
+            heap_limit=self.heap_limit_mb << 20,
+            call_timeout=self.call_timeout,
+            source_options=self.source_options,
+        )
 
     def as_parameters(self) -> dict[str, str]:
         """Job parameters carrying these settings (`set_global_job_parameters`)."""
@@ -89,6 +111,38 @@ class ModelSettings:
             if value not in ("", None):
                 out[PARAM_PREFIX + name.replace("_", "-")] = str(value)
         return out
+
+
+@functools.cache
+def _field_types() -> dict[str, Any]:
+    # The declared types (annotations are strings here: `from __future__ import annotations`),
+    # not the current values' types: `poll_interval=1` is still a float field.
+    return typing.get_type_hints(ModelSettings)
+
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+
+def parameter_value(raw: str, kind: Any) -> Any:
+    """`raw` (a job parameter's text) as a value of the type `kind`: str, int, float or bool,
+    or one of them `| None`."""
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    if args and typing.get_origin(kind) in (typing.Union, types.UnionType):
+        if len(args) != 1:
+            raise TypeError(f"cannot convert a job parameter to {kind}")
+        kind = args[0]
+    if kind is bool:
+        text = raw.strip().lower()
+        if text not in _TRUE | _FALSE:
+            raise ValueError(f"expected true or false, got {raw!r}")
+        return text in _TRUE
+    if kind in (str, int, float):
+        try:
+            return kind(raw.strip() if kind is not str else raw)
+        except ValueError:
+            raise ValueError(f"expected {kind.__name__}, got {raw!r}") from None
+    raise TypeError(f"cannot convert a job parameter to {kind}")
 
 
 def subtask_index(ctx: Any) -> int:
@@ -142,18 +196,7 @@ class ReloaderMixin:
             raise ValueError("no model URL: pass url=... or set the job parameter model.url")
         self.subtask = subtask_index(ctx)
         self.log_prefix = f"[{type(self).__name__} subtask {self.subtask}]"
-        self.model = HotModel(
-            settings.url,
-            poll_interval=settings.poll_interval,
-            jitter=settings.jitter,
-            max_backoff=settings.max_backoff,
-            cache_dir=settings.cache_dir or None,
-            public_key=settings.public_key or None,
-            max_bundle_bytes=settings.max_bundle_bytes,
-            heap_limit=settings.heap_limit_mb << 20,
-            call_timeout=settings.call_timeout,
-            source_options=settings.source_options,
-        )
+        self.model = settings.hot_model()
         self.model.start()
         info = self.model.info
         log.info(

@@ -26,6 +26,7 @@ from job.mixin import ModelSettings
 APIS = ("process", "vectorized", "record")
 MODES = ("auto", "process", "thread")
 MAX_PARALLELISM = 128
+WINE_RECORDS = 20_000  # the wine source's length when `records` is not given
 
 
 @dataclass
@@ -43,7 +44,7 @@ class JobOptions:
     public_key: str = ""
     cache_dir: str = ""
     rate: float = 500.0  # wine: records/s over all subtasks (0: as fast as possible)
-    records: int = 20_000  # wine: how many
+    records: int | None = None  # wine: how many (None: WINE_RECORDS; the demo: rate x seconds)
     batch_size: int = 256  # process path: predict when this many are pending...
     max_delay_ms: int = 5  # ...or the oldest has waited this long
     bundle_time_ms: int = 10  # python.fn-execution.bundle.time
@@ -67,7 +68,7 @@ class JobOptions:
             raise ValueError(f"sink must be 'print' or 'dir:PATH', got {self.sink!r}")
         if not self.model:
             raise ValueError("no model URL (--model / PREDICT_JOB_MODEL)")
-        if self.parallelism < 1 or self.batch_size < 1 or self.records < 0 or self.rate < 0:
+        if self.parallelism < 1 or self.batch_size < 1 or (self.records or 0) < 0 or self.rate < 0:
             raise ValueError("parallelism and batch size must be >= 1, records and rate >= 0")
 
     @property
@@ -139,10 +140,9 @@ def environments(opts: JobOptions) -> tuple[Any, Any]:
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(opts.parallelism)
     env.get_config().set_global_job_parameters(opts.model_settings().as_parameters())
-    t_env = StreamTableEnvironment.create(env)
-    for key, value in flink_configuration(opts).items():
-        t_env.get_config().set(key, value)
-    return env, t_env
+    # The table environment reads every setting it lacks from the stream environment's
+    # configuration (its root), so the settings are given once, here above.
+    return env, StreamTableEnvironment.create(env)
 
 
 # -- sources --------------------------------------------------------------------------------------
@@ -154,7 +154,7 @@ def wine_source(env: Any, t_env: Any, rate: float, records: int) -> Any:
     from pyflink.datastream.connectors import Source
     from pyflink.java_gateway import get_gateway
 
-    from model.train import load_wine_csv
+    from model.data import load_wine_csv
 
     features, _, x, _ = load_wine_csv()
     jvm = get_gateway().jvm
@@ -217,7 +217,8 @@ def build(opts: JobOptions, env: Any, t_env: Any, *, predictor: Any = None) -> A
     opts.validate()
     settings = opts.model_settings()
     if opts.source == "wine":
-        table = wine_source(env, t_env, opts.rate, opts.records)
+        records = WINE_RECORDS if opts.records is None else opts.records
+        table = wine_source(env, t_env, opts.rate, records)
         lines = None
     else:
         lines = dir_source(env, opts.source[len("dir:") :])

@@ -181,22 +181,11 @@ class Scorer:
         return out
 
     def errors_only(self, batch: Batch, why: str, version: str, sha256: str) -> list[str]:
-        """Error records for a whole batch the model could not score (the model itself failed)."""
-        ids = batch.column(ID_COLUMN)
-        assert ids is not None
-        return [
-            json.dumps(
-                {
-                    "id": _plain(ids[r]),
-                    "error": why,
-                    "model_version": version,
-                    "model_sha256": sha256,
-                },
-                allow_nan=False,
-                default=str,
-            )
-            for r in range(batch.size)
-        ]
+        """Error records for a whole batch the model could not score (the model itself failed).
+        Rows without an id get `"id": null`, as in `format`."""
+        ids = _json_column(batch.column(ID_COLUMN), batch.size)
+        tail = f',"error":{_js(why)},"model_version":{_js(version)},"model_sha256":{_js(sha256)}}}'
+        return ['{"id":' + rid + tail for rid in ids]
 
 
 _RESERVED = frozenset(
@@ -214,7 +203,19 @@ _RESERVED = frozenset(
 
 
 def _js(v: Any) -> str:
-    return json.dumps(_plain(v), allow_nan=False, default=str, separators=(",", ":"))
+    try:
+        return json.dumps(_plain(v), allow_nan=False, default=str, separators=(",", ":"))
+    except ValueError:  # NaN/inf inside a list or object (json.loads accepts them in input)
+        return json.dumps(_finite(v), allow_nan=False, default=str, separators=(",", ":"))
+
+
+def _finite(v: Any) -> Any:
+    """`v` with every non-finite float, however deep, as None."""
+    if isinstance(v, Mapping):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_finite(x) for x in v]
+    return _plain(v)
 
 
 def _json_column(values: Column | None, n: int) -> list[str]:

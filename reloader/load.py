@@ -9,6 +9,8 @@ through `check`. Which failures are retried and which are quarantined is the cal
 from __future__ import annotations
 
 import dataclasses
+import json
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -86,7 +88,6 @@ class Loader:
     def __init__(self, settings: LoadSettings, *, clock: Clock | None = None) -> None:
         self.settings = settings
         self._clock: Clock = clock or SystemClock()
-        self._trialled: set[str] = set()
 
     def read_manifest(self, source: Source, validator: Validator | None = None) -> Fetched | None:
         """The store's manifest document (parse it with `manifest.parse`); None when it still
@@ -120,21 +121,8 @@ class Loader:
         self_test: bool | Mapping[str, Any] = (
             manifest.self_test if manifest.self_test is not None else True
         )
-        if s.trial and manifest.sha256 not in self._trialled:
-            from reloader.sandbox import trial_build  # a child process: only when trials are on
-
-            trial_build(
-                data,
-                self_test=self_test,
-                heap_limit=s.heap_limit,
-                call_timeout=s.call_timeout,
-                init_timeout=s.init_timeout,
-                warmup_rows=s.warmup_rows,
-                warmup_calls=s.warmup_calls,
-                memory_limit=s.trial_memory,
-                wall_timeout=s.trial_timeout,
-            )
-            self._trialled.add(manifest.sha256)
+        if s.trial:
+            _trial_once(manifest, data, self_test, s)
         runtime = ModelRuntime(
             data,
             heap_limit=s.heap_limit,
@@ -152,6 +140,50 @@ class Loader:
     def load(self, source: Source, manifest: Manifest) -> LoadedModel:
         """`fetch` then `build`."""
         return self.build(manifest, self.fetch(source, manifest))
+
+
+# Trials passed in this process, by bundle hash and limits. Every subtask of a job follows the
+# same store: in thread mode they share one interpreter, and one trial child per version is
+# enough (two at once doubled publish -> serve on 2 cores). A failed trial is not remembered
+# here: each follower quarantines it on its own.
+_trials_guard = threading.Lock()
+_trial_locks: dict[tuple[Any, ...], threading.Lock] = {}
+_trials_passed: set[tuple[Any, ...]] = set()
+
+
+def _trial_once(
+    manifest: Manifest, data: bytes, self_test: bool | Mapping[str, Any], s: LoadSettings
+) -> None:
+    from reloader.sandbox import trial_build  # a child process: imported only when trials are on
+
+    key = (
+        manifest.sha256,
+        json.dumps(self_test, sort_keys=True),
+        s.heap_limit,
+        s.call_timeout,
+        s.init_timeout,
+        s.warmup_rows,
+        s.warmup_calls,
+        s.trial_memory,
+        s.trial_timeout,
+    )
+    with _trials_guard:
+        lock = _trial_locks.setdefault(key, threading.Lock())
+    with lock:  # a second follower of the same version waits for the first one's verdict
+        if key in _trials_passed:
+            return
+        trial_build(
+            data,
+            self_test=self_test,
+            heap_limit=s.heap_limit,
+            call_timeout=s.call_timeout,
+            init_timeout=s.init_timeout,
+            warmup_rows=s.warmup_rows,
+            warmup_calls=s.warmup_calls,
+            memory_limit=s.trial_memory,
+            wall_timeout=s.trial_timeout,
+        )
+        _trials_passed.add(key)
 
 
 @dataclasses.dataclass(frozen=True)

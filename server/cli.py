@@ -15,6 +15,17 @@ def _env(name: str, fallback: str | None = None) -> str | None:
     return os.environ.get(name, fallback)
 
 
+def _env_int(name: str, fallback: int) -> int:
+    raw = os.environ.get(name)
+    if not raw:
+        return fallback
+    try:
+        return int(raw)
+    except ValueError:
+        print(f"error: ${name} must be an integer, got {raw!r}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m server", description="An HTTP model store for tf-on-flink."
@@ -39,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--port",
         type=int,
-        default=int(_env("MODEL_STORE_PORT", "8080") or 8080),
+        default=_env_int("MODEL_STORE_PORT", 8080),
         help="port; 0 picks a free one (default: $MODEL_STORE_PORT, else 8080)",
     )
     serve.add_argument(
@@ -51,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-body-bytes",
         type=int,
-        default=int(_env("MODEL_STORE_MAX_BODY", str(DEFAULT_MAX_BODY)) or DEFAULT_MAX_BODY),
+        default=_env_int("MODEL_STORE_MAX_BODY", DEFAULT_MAX_BODY),
         help=f"largest upload accepted (default: $MODEL_STORE_MAX_BODY, else {DEFAULT_MAX_BODY})",
     )
     return parser
@@ -63,7 +74,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: --root (or $MODEL_STORE_ROOT) is required", file=sys.stderr)
         return 2
     root = Path(args.root)
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"error: cannot use {root} as the store directory: {e.strerror}", file=sys.stderr)
+        return 2
     token = None
     if args.token_file:
         try:

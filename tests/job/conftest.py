@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from storekit import Versions, publish
 
 from reloader.agent import HotModel
 from reloader.sources import open_source
+from tests.support.stores import Versions, publish
 
 
 @pytest.fixture(scope="module")

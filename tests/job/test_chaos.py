@@ -1,8 +1,8 @@
 """Chaos: the running job (mini-cluster, checkpoints, exactly-once file sink) under one fault after
 another, with records streaming all along.
 
-The model comes from an HTTP store (`tests/http_store.py`: fault injection, restartable on its
-port) and the job only accepts manifests signed with the team's key. Faults, in turn: the store
+The model comes from an HTTP store (`tests.support.http_store`: fault injection, restartable on
+its port) and the job only accepts manifests signed with the team's key. Faults, in turn: the store
 killed and restarted, HTTP 500s, slow responses, a torn upload (manifest before bundle), bundles
 that loop forever, exhaust their heap, return NaN, fail their self-test, a bundle swapped for
 another under the same name, an unsigned manifest, and a task failure. After each: the job still
@@ -24,14 +24,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import bad_bundle
-from jobkit import check_predictions, read_outputs, running_job
-from storekit import HttpStore, Version, Versions, publish, wait_until
 
-from job.metrics import rest_get
 from job.pipeline import JobOptions
-from reloader.manifest import MANIFEST_NAME, generate_key, public_key_pem
+from reloader.layout import MANIFEST_NAME
+from reloader.manifest import generate_key, public_key_pem
 from reloader.sources import open_source
+from tests.support.faults import bad_bundle
+from tests.support.flink import check_predictions, read_outputs, rest_get, running_job
+from tests.support.http_store import HttpStore
+from tests.support.stores import Version, Versions, publish
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 

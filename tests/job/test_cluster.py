@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from standalone import REPO, StandaloneFlink
-from storekit import Versions, publish, wait_until
 
-from job.metrics import model_metrics
 from reloader.sources import open_source
+from tests.support.flink import REPO, StandaloneFlink, model_metrics
+from tests.support.stores import Versions, publish
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 

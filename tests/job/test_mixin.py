@@ -10,9 +10,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from storekit import Versions, publish, reference_of, wait_until
 
 from reloader.sources import open_source
+from tests.support.stores import Versions, publish, reference_of
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +147,34 @@ def test_metric_values_fit_a_java_long() -> None:
     for label in ("v12", "", "9" * 40, "١٢"):  # not a number, huge, Arabic-Indic digits
         assert metric_values(replace(base, version=label))["version_number"] == -1
     assert all(-(1 << 63) <= v < 1 << 63 for v in values.values())
+
+
+def test_job_parameters_convert_by_the_declared_field_type() -> None:
+    """`model.poll-interval=0.5` on settings built with `poll_interval=1` (an int) is 0.5, not
+    `int("0.5")` failing in open()."""
+    from job.mixin import ModelSettings
+
+    params = {
+        "model.poll-interval": "0.5",
+        "model.max-bundle-bytes": "1024",
+        "model.cache-dir": "/tmp/c",
+        "model.call-timeout": "2",
+    }
+    got = ModelSettings(poll_interval=1, call_timeout=5).with_parameters(params.get)
+    assert got.poll_interval == 0.5 and type(got.poll_interval) is float
+    assert got.max_bundle_bytes == 1024 and got.cache_dir == "/tmp/c"
+    assert got.call_timeout == 2.0 and type(got.call_timeout) is float
+    with pytest.raises(ValueError, match=r"model\.heap-limit-mb.*'lots'.*int"):
+        ModelSettings().with_parameters({"model.heap-limit-mb": "lots"}.get)
+
+
+def test_parameter_conversion_handles_optional_and_bool_types() -> None:
+    from job.mixin import parameter_value
+
+    assert parameter_value("0.5", float | None) == 0.5
+    assert parameter_value("3", int | None) == 3
+    assert parameter_value("x", str | None) == "x"
+    assert parameter_value("true", bool) is True and parameter_value("0", bool) is False
+    assert parameter_value("No", bool | None) is False
+    with pytest.raises(ValueError, match="true or false"):
+        parameter_value("maybe", bool)

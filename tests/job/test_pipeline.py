@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import bad_bundle
-from jobkit import check_predictions, read_outputs, running_job
-from storekit import Versions, publish
 
 from job.pipeline import JobOptions
 from reloader.manifest import Manifest
 from reloader.sources import open_source
+from tests.support.faults import bad_bundle
+from tests.support.flink import check_predictions, read_outputs, running_job
+from tests.support.stores import Versions, publish
 
 pytestmark = pytest.mark.slow
 
@@ -33,16 +33,19 @@ def _options(tmp: Path, **kw: Any) -> JobOptions:
 
 
 @pytest.mark.parametrize("api", ["process", "vectorized"])
-def test_ten_versions_while_20k_records_stream(
+def test_ten_versions_while_50k_records_stream(
     api: str, tmp_path: Path, versions: Versions, wine: Any
 ) -> None:
-    """20k records while 10 versions are published: every id exactly once, each prediction the
-    reference of the version it names, and no subtask ever goes back to an older version."""
+    """50k records while 10 versions are published: every id exactly once, each prediction the
+    reference of the version it names, and no subtask ever goes back to an older version.
+
+    25 s of stream at 2k/s leaves room for 10 swaps of ~1 s each (a version's trial build in a
+    child process included)."""
     store = tmp_path / "store"
     source = open_source(str(store))
     chain = [versions.make(str(i), "v1" if i % 2 else "v2") for i in range(11)]
     publish(source, chain[0])
-    opts = _options(tmp_path, api=api, parallelism=2, records=20_000, rate=2000)
+    opts = _options(tmp_path, api=api, parallelism=2, records=50_000, rate=2000)
     with running_job(opts, tmp_path) as job:
         # Event-driven: publish the next version once every subtask serves the previous one.
         for k in range(1, 11):
@@ -58,7 +61,7 @@ def test_ten_versions_while_20k_records_stream(
     outputs = read_outputs(tmp_path / "out")
     records = [r for recs in outputs.values() for r in recs]
     ids = Counter(r["id"] for r in records)
-    assert len(ids) == 20_000 and set(ids) == set(range(20_000))
+    assert len(ids) == 50_000 and set(ids) == set(range(50_000))
     assert max(ids.values()) == 1, "duplicates"
     check_predictions(records, {v.label: v.base for v in chain}, wine)
     seen_versions = set()

@@ -7,10 +7,12 @@ import math
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from job.scoring import INVALID, Batch, Scorer, as_floats, parse_record
+from reloader.errors import BundleError
 
 
 def _lines(model: Any, batch: Batch, subtask: int | None = 3) -> list[dict[str, Any]]:
@@ -124,3 +126,55 @@ def test_parse_record() -> None:
     assert parse_record('{"id": 1}') == {"id": 1}
     assert parse_record(b"\xff")[INVALID].startswith("not JSON")
     assert parse_record("3")[INVALID] == "not a JSON object but int"
+
+
+class _BrokenModel:
+    """A `HotModel` whose every call fails the way a broken runtime does."""
+
+    def __init__(self, real: Any) -> None:
+        self.info = real.info
+
+    def run(self, call: Any) -> Any:
+        raise BundleError("predictBuffer threw", stage="predict")
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        ['{"alcohol": 13.2}', '{"alcohol": 12.1}'],  # no ids at all
+        ['{"id": 1, "alcohol": 13.2}', '{"alcohol": 12.1}'],  # some without
+        ["not json", "[1, 2]"],
+        ['{"id": [NaN], "alcohol": 1}', '{"id": {"a": Infinity}}'],  # json.loads takes these
+    ],
+)
+def test_a_model_failure_gives_error_records_whatever_the_records_hold(
+    model: Any, lines: list[str]
+) -> None:
+    """A model that fails on a batch never fails the job: its records come out as errors."""
+    from job.functions import PredictBatched
+
+    fn = PredictBatched(url="unused")
+    fn.scorer, fn.model, fn.log_prefix = Scorer(), _BrokenModel(model), "[test]"
+    out = fn.predict_batch(Batch(records=[parse_record(line) for line in lines]))
+    assert len(out) == len(lines)
+    for line in out:
+        rec = json.loads(line, parse_constant=_no_constant)
+        assert rec["error"].startswith("model failed on this batch: predictBuffer threw")
+        assert rec["model_version"] == "7"
+
+
+def test_nested_non_finite_values_pass_through_as_null(model: Any, wine: Any) -> None:
+    good = dict(wine.records[0], id=1)
+    records = [parse_record('{"id": [NaN], "note": {"x": -Infinity}}') | good | {"id": [1.5]}]
+    records.append(parse_record('{"id": 2, "note": [NaN, 1]}') | {"alcohol": 1})
+    out = [json.loads(line, parse_constant=_no_constant) for line in _raw(model, records)]
+    assert out[0]["id"] == [1.5] and "label" in out[0]
+    assert out[1]["note"] == [None, 1]
+
+
+def _raw(model: Any, records: list[dict[str, Any]]) -> list[str]:
+    return Scorer().score(model.run, Batch(records=records))[1]
+
+
+def _no_constant(name: str) -> Any:
+    raise AssertionError(f"not strict JSON: {name}")

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from storekit import reference_of
 
 from job.scoring import Batch, Scorer, parse_record
+from tests.support.stores import reference_of
 
 
 def _score(model: Any, batch: Batch) -> list[dict[str, Any]]:
