@@ -8,6 +8,7 @@ publisher that dies between the two writes leaves an unreferenced bundle, never 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -60,15 +61,7 @@ def publish(
         if not model or not version:
             raise ValueError("publish() needs a manifest, or model= and version=")
         manifest = Manifest.for_bundle(bundle, model=model, version=version)
-    fresh = Manifest.for_bundle(bundle, model=manifest.model, version=manifest.version)
-    if (fresh.sha256, fresh.size) != (manifest.sha256, manifest.size):
-        raise IntegrityError(
-            f"the manifest of {manifest.model} {manifest.version} does not describe the bundle "
-            f"(sha256 {fresh.sha256[:12]}…, {fresh.size} bytes); rebuild it",
-            what="sha256",
-            expected=manifest.sha256,
-            actual=fresh.sha256,
-        )
+    _check_describes(manifest, bundle, f"the bundle of {manifest.model} {manifest.version}")
     if signing_key is not None:
         key = (
             signing_key
@@ -82,6 +75,18 @@ def publish(
         with open_source(store, **dict(source_options or {})) as source:
             _write(source, bundle, manifest)
     return manifest
+
+
+def _check_describes(manifest: Manifest, data: bytes, what: str) -> None:
+    sha256 = hashlib.sha256(data).hexdigest()
+    if (sha256, len(data)) != (manifest.sha256, manifest.size):
+        raise IntegrityError(
+            f"{what} does not match its manifest (sha256 {sha256[:12]}…, {len(data)} bytes; "
+            f"the manifest says {manifest.sha256[:12]}…, {manifest.size}); rebuild it",
+            what="sha256",
+            expected=manifest.sha256,
+            actual=sha256,
+        )
 
 
 def _write(source: Source, bundle: bytes, manifest: Manifest) -> None:
@@ -107,15 +112,7 @@ def read_build(build_dir: str | Path) -> tuple[Manifest, bytes]:
             f"cannot read the build in {root}: {e.strerror} ({path}); build it first",
             path=path,
         ) from None
-    fresh = Manifest.for_bundle(data, model=manifest.model, version=manifest.version)
-    if (fresh.sha256, fresh.size) != (manifest.sha256, manifest.size):
-        raise IntegrityError(
-            f"{path} does not match its manifest (sha256 {fresh.sha256[:12]}…, "
-            f"{fresh.size} bytes); rebuild it",
-            what="sha256",
-            expected=manifest.sha256,
-            actual=fresh.sha256,
-        )
+    _check_describes(manifest, data, str(path))
     return manifest, data
 
 

@@ -49,7 +49,12 @@ class LocalSource(Source):
                 tag = _validator(os.fstat(f.fileno()))
                 data = f.read()
         except FileNotFoundError:
-            raise MissingObject(f"no {MANIFEST_NAME} in the store", url=str(path)) from None
+            what = (
+                f"no {MANIFEST_NAME} in the store"
+                if self.root.is_dir()
+                else f"the store directory {self.root} does not exist"
+            )
+            raise MissingObject(what, url=str(path)) from None
         except OSError as e:
             raise SourceError(f"cannot read the manifest: {e.strerror}", url=str(path)) from None
         return Fetched(data, tag)

@@ -25,8 +25,6 @@ import signal
 import socket
 import subprocess
 import sys
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
@@ -36,6 +34,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import psutil
 
+# The job's REST reader, re-exported: tests import their harness from one place.
+from job.metrics import model_metrics as model_metrics
+from job.metrics import rest_get as rest_get
 from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
@@ -45,31 +46,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 # -- REST API and ports ------------------------------------------------------------------------
-
-
-def rest_get(base: str, path: str, timeout: float = 5.0) -> Any:
-    with urllib.request.urlopen(base.rstrip("/") + path, timeout=timeout) as resp:
-        return json.loads(resp.read())
-
-
-def model_metrics(base: str, job_id: str, name: str) -> dict[str, float]:
-    """Every subtask's value of the model metric `name` (e.g. "reload_failures"), keyed by the
-    full metric id (`<subtask>.<operator>...model.<name>`). Empty until the metric is reported."""
-    out: dict[str, float] = {}
-    job = rest_get(base, f"/jobs/{job_id}")
-    suffix = f".model.{name}"
-    for vertex in job.get("vertices", []):
-        path = f"/jobs/{job_id}/vertices/{vertex['id']}/metrics"
-        ids = [m["id"] for m in rest_get(base, path) if m["id"].endswith(suffix)]
-        if not ids:
-            continue
-        query = urllib.parse.quote(",".join(ids), safe=",")
-        for m in rest_get(base, f"{path}?get={query}"):
-            try:
-                out[m["id"]] = float(m["value"])
-            except (KeyError, ValueError):
-                continue
-    return out
 
 
 def free_port() -> int:
