@@ -13,7 +13,7 @@
 // labels, pre-processing constants, selfTest block; written by train.py). The same inputs and lockfile give
 // byte-identical bundles; only version.json's `created` changes (set SOURCE_DATE_EPOCH to pin it).
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, readFileSync, realpathSync, renameSync, writeFileSync, existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
@@ -135,7 +135,8 @@ function writeAtomic(path, bytes) {
   renameSync(tmp, path);
 }
 
-if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+// Compared as real paths: a checkout reached through a symlink must still build.
+if (process.argv[1] && realpathSync(resolve(process.argv[1])) === realpathSync(fileURLToPath(import.meta.url))) {
   const opts = parseArgs(process.argv.slice(2));
   if (opts.help || opts.positional.length !== 2) {
     process.stdout.write('usage: npm run build -- <tfjs model dir> <out dir> [--version LABEL] [--name NAME] ' +

@@ -1,7 +1,7 @@
 """A new bundle's first build, self-test and warm-up, run in a throw-away child process.
 
-`trial_build(bundle, ...)` starts `python -m reloader.sandbox` with resource limits, lets it build
-the bundle exactly as the job would (`ModelRuntime`, then `warm_up`), and waits for a JSON verdict
+`trial_build(bundle, ...)` starts `python -m reloader.trial_child` with resource limits, lets it
+build the bundle exactly as the job would (`ModelRuntime`, then `warm_up`), and waits for a JSON verdict
 on a pipe. A bundle that blows memory, hangs or crashes V8 takes the child down, never the job.
 
 Why a process: the V8 hard heap limit does not see `ArrayBuffer` backing stores, WebAssembly
@@ -10,7 +10,8 @@ external-memory counter (`heap_stats()` has five heap fields). Measured with min
 12.6) under a 256 MiB heap limit: 16 `Uint8Array`s of 256 MiB filled to 4 GiB of RSS without an
 error; `new Array(2**27).fill(1.5)` peaked at +1.5 GB before the limit stopped it; and
 `new Array(2**28).fill(1.5)` aborted the whole process ("Fatal JavaScript out of memory: invalid
-table size"). docs/_sandbox_notes.md has the measurements and what remains at serving time.
+table size"). docs/security.md ("The trial build") has the measurements and what remains at
+serving time.
 
 Limits on the child:
 - memory: the parent samples the child's RSS (`/proc/<pid>/statm`) every `POLL_INTERVAL` and
