@@ -28,6 +28,9 @@ Limits on the child:
 The child's verdict is JSON (class name, message and scalar fields of a typed error); nothing
 from the child is unpickled, since the child runs untrusted code.
 
+Length: one role, the parent side of a trial (start, watch, verdict, restore the child's typed
+error); the child is `reloader.trial_child`.
+
 Threads: `trial_build` blocks its caller (the agent's poll thread) until the child is reaped and
 starts no threads of its own; calls from several threads are independent.
 """
