@@ -55,6 +55,8 @@ _PARAMETERS = (
     "max_bundle_bytes",
     "heap_limit_mb",
     "call_timeout",
+    "trial",
+    "trial_memory_mb",
 )
 
 
@@ -72,6 +74,10 @@ class ModelSettings:
     max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES
     heap_limit_mb: int = 256
     call_timeout: float = 5.0
+    # A new bundle's first build runs in a limited child process (reloader.sandbox), with this
+    # much memory (0: 4 x the heap limit).
+    trial: bool = True
+    trial_memory_mb: int = 0
     source_options: dict[str, Any] = field(default_factory=dict)
 
     def with_parameters(self, get: Any) -> ModelSettings:
@@ -100,6 +106,8 @@ class ModelSettings:
             max_bundle_bytes=self.max_bundle_bytes,
             heap_limit=self.heap_limit_mb << 20,
             call_timeout=self.call_timeout,
+            trial=self.trial,
+            trial_memory=(self.trial_memory_mb << 20) or None,
             source_options=self.source_options,
         )
 

@@ -3,10 +3,12 @@ a task failure with checkpointing on, and a bad bundle published while the job r
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from job.pipeline import JobOptions
@@ -103,24 +105,31 @@ def test_task_failure_with_checkpoints_loses_nothing(
     check_predictions(records, {"1": "v2"}, wine)
 
 
+@pytest.mark.parametrize("kind", ["selftest_mismatch", "arraybuffer_blowup"])
 def test_bad_bundle_is_refused_and_counted(
-    tmp_path: Path, versions: Versions, bundle_v2: bytes, wine: Any
+    kind: str, tmp_path: Path, versions: Versions, bundle_v2: bytes, wine: Any
 ) -> None:
     """A bad bundle published mid-stream: refused, the job keeps serving the previous version,
-    `model.reload_failures` rises in Flink's metrics; the next good version is adopted."""
+    `model.reload_failures` rises in Flink's metrics; the next good version is adopted.
+
+    `arraybuffer_blowup` allocates 4 GiB outside the V8 heap: its trial child is stopped at
+    1 GiB, and the job's own processes (JVM, Python workers) do not grow by that much."""
     store = tmp_path / "store"
     source = open_source(str(store))
     good1, good2 = versions.make("1", "v1"), versions.make("2", "v2")
-    bad_data = bad_bundle(bundle_v2, "selftest_mismatch")
+    bad_data = bad_bundle(bundle_v2, kind)
     bad = Manifest.for_bundle(bad_data, model="wine", version="66")
     publish(source, good1)
     opts = _options(tmp_path, api="vectorized", parallelism=1, records=12_000, rate=2000)
-    with running_job(opts, tmp_path) as job:
+    with running_job(opts, tmp_path) as job, _PeakRss() as rss:
         job.wait_metric("version_number", lambda vs: vs == [1], "serving version 1")
+        before = rss.reset()
         source.put(bad.bundle, bad_data, content_type="application/javascript")
         source.put("version.json", bad.to_bytes(), content_type="application/json")
         job.wait_metric("reload_failures", lambda vs: vs[0] >= 1, "the failure counted")
         assert list(job.metric("version_number").values()) == [1]
+        growth = rss.peak - before
+        assert growth < 1 << 30, f"the job's processes grew by {growth >> 20} MiB"
         publish(source, good2)
         job.wait_metric("version_number", lambda vs: vs == [2], "serving version 2")
         job.result.wait()
@@ -130,3 +139,45 @@ def test_bad_bundle_is_refused_and_counted(
     assert "2" in {r["model_version"] for r in records}
     assert len({r["id"] for r in records}) == 12_000
     check_predictions(records, {"1": "v1", "2": "v2"}, wine)
+
+
+class _PeakRss:
+    """Samples the summed RSS of this process and its descendants (the mini-cluster's JVM and
+    Python workers), trial children excluded, every 20 ms on a thread until closed."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="peak-rss", daemon=True)
+
+    def __enter__(self) -> _PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def reset(self) -> int:
+        """The summed RSS now, which becomes the peak to beat."""
+        with self._lock:
+            self.peak = 0
+            return self.sample()
+
+    def sample(self) -> int:
+        me = psutil.Process()
+        total = 0
+        for p in [me, *me.children(recursive=True)]:
+            try:
+                if "reloader.trial_child" not in p.cmdline():
+                    total += p.memory_info().rss
+            except psutil.Error:
+                continue  # ended meanwhile
+        self.peak = max(self.peak, total)
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            with self._lock:
+                self.sample()
