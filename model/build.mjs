@@ -75,7 +75,11 @@ export async function build(modelDir, outDir, { version, name, kernel, minify = 
   const shards = [];
   for (const group of modelJson.weightsManifest) {
     weightSpecs.push(...group.weights);
-    for (const p of group.paths) shards.push(readFileSync(join(modelDir, p)));
+    for (const p of group.paths) {
+      const shard = join(modelDir, p);
+      if (!existsSync(shard)) fail(`weight shard ${p} named in ${join(modelDir, 'model.json')} not found: ${shard}`);
+      shards.push(readFileSync(shard));
+    }
   }
   const weights = Buffer.concat(shards).toString('base64');
   const generated = 'export default ' + JSON.stringify({

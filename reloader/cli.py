@@ -125,6 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ReloaderError as e:
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # a local file (key, build output) that cannot be read or written
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"error: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
 
 
 def _source_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """A new bundle's first build, self-test and warm-up, run in a throw-away child process.
 
 `trial_build(bundle, ...)` starts `python -m reloader.trial_child` with resource limits, lets it
-build the bundle exactly as the job would (`ModelRuntime`, then `warm_up`), and waits for a JSON verdict
-on a pipe. A bundle that blows memory, hangs or crashes V8 takes the child down, never the job.
+build the bundle exactly as the job would (`ModelRuntime`, then `warm_up`), and waits for a JSON
+verdict on a pipe. A bundle that blows memory, hangs or crashes V8 takes the child down, never
+the job.
 
 Why a process: the V8 hard heap limit does not see `ArrayBuffer` backing stores, WebAssembly
 memories or the transient peaks of one large on-heap allocation, and mini-racer exposes no

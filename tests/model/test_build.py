@@ -60,4 +60,13 @@ def test_build_errors_are_clear(tmp_path: Path) -> None:
         app["selfTest"]["expected"] = []
         (src / "app.json").write_text(json.dumps(app))
         build_bundle(src, tmp_path / "out3")
+    with pytest.raises(
+        BuildError, match=r"\(2\): build: weight shard \S+\.bin named in .+ not found"
+    ) as e:
+        src = tmp_path / "noshard"
+        shutil.copytree(EXAMPLES / "v2", src)
+        for shard in src.glob("*.bin"):
+            shard.unlink()
+        build_bundle(src, tmp_path / "out4")
+    assert "\n    at " not in str(e.value)  # one line, not a Node stack trace
     assert not (tmp_path / "out").exists()

@@ -125,3 +125,12 @@ def test_publish_and_check_on_s3(built_stores: dict[str, Path], s3_url: str) -> 
     with open_source(s3_url) as source:
         fetched = source.read_manifest()
         assert fetched is not None and parse(fetched.data).version == "v2"
+
+
+def test_a_local_file_error_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    out = run("keygen", "--out", str(blocker / "keys" / "k"))
+    assert out.returncode == 1
+    assert out.stderr.strip().count("\n") == 0 and "Traceback" not in out.stderr
+    assert "Not a directory" in out.stderr and str(blocker) in out.stderr
