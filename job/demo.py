@@ -20,7 +20,6 @@ seconds old). A line from the pipe costs ~21 us.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from job.metrics import model_metrics
+from job.metrics import local_rest, model_metrics
 from job.pipeline import JobOptions
 from model.bundle import EXAMPLES, BuildError, build_bundle
 from model.data import load_wine_csv
@@ -69,7 +68,7 @@ def run_demo(opts: JobOptions, *, seconds: float = 40.0, out: TextIO | None = No
             print(f"error: {e}", file=sys.stderr)
             return 1
         publish_build(root / "build-v1", str(store))
-        port = _free_port()
+        rest, rest_conf = local_rest()
         opts = replace(
             opts,
             model=str(store),
@@ -78,7 +77,7 @@ def run_demo(opts: JobOptions, *, seconds: float = 40.0, out: TextIO | None = No
             records=stream_size(opts, seconds),
             cache_dir=opts.cache_dir or str(root / "cache"),
             poll_interval=min(opts.poll_interval, 1.0),
-            extra_config={**_rest_config(port), **opts.extra_config},
+            extra_config={**rest_conf, **opts.extra_config},
         )
         say(
             f"streaming {opts.records} WINE records at {opts.rate:g}/s through the {opts.api} "
@@ -89,7 +88,7 @@ def run_demo(opts: JobOptions, *, seconds: float = 40.0, out: TextIO | None = No
         log_path = root / "job.log"
         with log_path.open("w") as log:
             job = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1)
-        run = _Run(opts, say, root / "build-v2", f"http://127.0.0.1:{port}")
+        run = _Run(opts, say, root / "build-v2", rest)
         try:
             assert job.stdout is not None
             run.read(job.stdout)
@@ -309,22 +308,3 @@ class _SwapMetrics(threading.Thread):
                 max(stall.values(), default=0.0),
             )
             return
-
-
-def _rest_config(port: int) -> dict[str, str]:
-    """The job's REST API on `port`, its metrics refreshed every 100 ms (Flink caches them for
-    10 s by default)."""
-    return {
-        "rest.port": str(port),
-        "rest.address": "127.0.0.1",
-        "rest.bind-address": "127.0.0.1",
-        "metrics.fetcher.update-interval": "100 ms",
-    }
-
-
-def _free_port() -> int:
-    # The demo reads the swap stall from the job's REST API, so it must know the port before
-    # the job starts; Flink's own pick (rest.port 0) is not reported back to this process.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -1,8 +1,10 @@
-"""Reads a running job's model metrics from Flink's REST API (the demo shows the swap with them)."""
+"""Reads a running job's model metrics from Flink's REST API (the demo shows the swap with them),
+and gives a local job a REST API to read them from (the demo, the tests and the benchmarks)."""
 
 from __future__ import annotations
 
 import json
+import socket
 import urllib.parse
 import urllib.request
 from typing import Any
@@ -31,3 +33,25 @@ def model_metrics(base: str, job_id: str, name: str) -> dict[str, float]:
             except (KeyError, ValueError):
                 continue
     return out
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def local_rest(update_interval: str = "100 ms") -> tuple[str, dict[str, str]]:
+    """(REST base URL, Flink settings) for a local job whose REST API and metrics a caller reads:
+    a free loopback port, chosen here because Flink does not report its own pick (`rest.port`
+    0) back to the process that starts the job, and metrics fetched every `update_interval` (the
+    REST API caches them for 10 s by default)."""
+    port = free_port()
+    conf = {
+        "rest.port": str(port),
+        "rest.address": "127.0.0.1",
+        "rest.bind-address": "127.0.0.1",
+        "metrics.fetcher.update-interval": update_interval,
+    }
+    return f"http://127.0.0.1:{port}", conf

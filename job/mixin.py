@@ -32,7 +32,7 @@ import time
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeVar
 
 from reloader.agent import HotModel
@@ -44,20 +44,6 @@ log = logging.getLogger("job")
 
 T = TypeVar("T")
 PARAM_PREFIX = "model."
-# ModelSettings fields that job parameters can set, as model.<name with '-'>.
-_PARAMETERS = (
-    "url",
-    "poll_interval",
-    "jitter",
-    "max_backoff",
-    "cache_dir",
-    "public_key",
-    "max_bundle_bytes",
-    "heap_limit_mb",
-    "call_timeout",
-    "trial",
-    "trial_memory_mb",
-)
 
 
 @dataclass(frozen=True)
@@ -83,11 +69,10 @@ class ModelSettings:
     def with_parameters(self, get: Any) -> ModelSettings:
         """A copy with any `model.*` job parameter applied (`get(key, default) -> str`)."""
         changes: dict[str, Any] = {}
-        for name in _PARAMETERS:
-            raw = get(PARAM_PREFIX + name.replace("_", "-"), None)
+        for name, key in _parameters().items():
+            raw = get(key, None)
             if raw is None or raw == "":
                 continue
-            key = PARAM_PREFIX + name.replace("_", "-")
             try:
                 changes[name] = parameter_value(raw, _field_types()[name])
             except ValueError as e:
@@ -114,11 +99,22 @@ class ModelSettings:
     def as_parameters(self) -> dict[str, str]:
         """Job parameters carrying these settings (`set_global_job_parameters`)."""
         out = {}
-        for name in _PARAMETERS:
+        for name, key in _parameters().items():
             value = getattr(self, name)
             if value not in ("", None):
-                out[PARAM_PREFIX + name.replace("_", "-")] = str(value)
+                out[key] = str(value)
         return out
+
+
+@functools.cache
+def _parameters() -> dict[str, str]:
+    """ModelSettings field -> its job parameter `model.<name with '-'>`: every field but the
+    source options (keyword arguments of a store backend, not one value)."""
+    return {
+        f.name: PARAM_PREFIX + f.name.replace("_", "-")
+        for f in fields(ModelSettings)
+        if f.name != "source_options"
+    }
 
 
 @functools.cache

@@ -171,7 +171,7 @@ def _check(args: argparse.Namespace) -> int:
 
 def _publish(args: argparse.Namespace) -> int:
     manifest, data = read_build(args.build_dir)
-    manifest = relabel(manifest, data, args.label)
+    manifest = relabel(manifest, args.label)
     if not args.no_check:
         # The same build a HotModel does (trial in a child process included), before upload.
         Loader(LoadSettings()).build(manifest, data).runtime.close()

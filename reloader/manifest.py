@@ -77,7 +77,7 @@ class Manifest:
     ) -> Manifest:
         """The manifest that publishes `data` under the content-addressed key."""
         sha = hashlib.sha256(data).hexdigest()
-        stamp = created or datetime.now().astimezone().isoformat(timespec="seconds")
+        stamp = created or now_stamp()
         fields = {
             "format": FORMAT,
             "model": model,
@@ -233,6 +233,11 @@ def from_mapping(doc: Mapping[str, Any]) -> Manifest:
         key_id=key,
         self_test=self_test,
     )
+
+
+def now_stamp() -> str:
+    """The current local time as an RFC 3339 `created` stamp, to the second."""
+    return datetime.now().astimezone().isoformat(timespec="seconds")
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:

@@ -7,7 +7,6 @@ publisher that dies between the two writes leaves an unreferenced bundle, never 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from reloader.errors import IntegrityError, ReloaderError
 from reloader.layout import MANIFEST_NAME
-from reloader.manifest import Manifest, load_private_key, parse
+from reloader.manifest import Manifest, from_mapping, load_private_key, now_stamp, parse
 from reloader.sources import Source, open_source
 
 BUNDLE_TYPE = "application/javascript"
@@ -61,7 +60,19 @@ def publish(
         if not model or not version:
             raise ValueError("publish() needs a manifest, or model= and version=")
         manifest = Manifest.for_bundle(bundle, model=model, version=version)
-    _check_describes(manifest, bundle, f"the bundle of {manifest.model} {manifest.version}")
+    else:
+        _check_describes(manifest, bundle, f"the bundle of {manifest.model} {manifest.version}")
+    return _publish(store, bundle, manifest, signing_key, source_options)
+
+
+def _publish(
+    store: str | Source,
+    bundle: bytes,
+    manifest: Manifest,
+    signing_key: Ed25519PrivateKey | str | Path | bytes | None,
+    source_options: Mapping[str, Any] | None,
+) -> Manifest:
+    """`publish` of a manifest known to describe `bundle` (signs, then writes)."""
     if signing_key is not None:
         key = (
             signing_key
@@ -129,14 +140,16 @@ def publish_build(
     `version` relabels it (and stamps a new `created`); any signature of the build is dropped
     and replaced by one with `signing_key` if given.
     """
-    manifest, data = read_build(build_dir)
-    manifest = relabel(manifest, data, version)
-    return publish(store, data, manifest, signing_key=signing_key, source_options=source_options)
+    manifest, data = read_build(build_dir)  # checked against each other there
+    return _publish(store, data, relabel(manifest, version), signing_key, source_options)
 
 
-def relabel(manifest: Manifest, data: bytes, version: str | None) -> Manifest:
-    """`manifest` unsigned, with a new version label and creation time if `version` is given."""
+def relabel(manifest: Manifest, version: str | None) -> Manifest:
+    """`manifest` unsigned, with a new version label and creation time if `version` is given.
+    Raises `ManifestError` for a label the format does not allow."""
+    fields = manifest.to_dict()
+    fields.pop("signature", None)
+    fields.pop("key_id", None)
     if version:
-        stamp = Manifest.for_bundle(data, model=manifest.model, version=version).created
-        manifest = dataclasses.replace(manifest, version=version, created=stamp)
-    return dataclasses.replace(manifest, signature=None, key_id=None)
+        fields.update(version=version, created=now_stamp())
+    return from_mapping(fields)

@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -34,7 +33,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import psutil
 
-# The job's REST reader, re-exported: tests import their harness from one place.
+# The job's REST harness, re-exported: tests import their harness from one place.
+from job.metrics import free_port as free_port
+from job.metrics import local_rest as local_rest
 from job.metrics import model_metrics as model_metrics
 from job.metrics import rest_get as rest_get
 from tests.support.waiting import wait_until
@@ -46,27 +47,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 # -- REST API and ports ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A free TCP port on the loopback interface."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def local_rest(update_interval: str = "100 ms") -> tuple[str, dict[str, str]]:
-    """(REST base URL, Flink settings) for a local mini-cluster whose REST API and metrics a
-    caller reads: a free loopback port, and metrics fetched every `update_interval` (the REST
-    API caches them for 10 s by default)."""
-    port = free_port()
-    conf = {
-        "rest.port": str(port),
-        "rest.address": "127.0.0.1",
-        "rest.bind-address": "127.0.0.1",
-        "metrics.fetcher.update-interval": update_interval,
-    }
-    return f"http://127.0.0.1:{port}", conf
 
 
 # -- the job in a mini-cluster ------------------------------------------------------------------
