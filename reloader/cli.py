@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from reloader.codec import BundleMeta
 from reloader.errors import ReloaderError
 from reloader.layout import DEFAULT_MAX_BUNDLE_BYTES
 from reloader.load import Loader, LoadSettings, check
@@ -162,11 +163,61 @@ def _check(args: argparse.Namespace) -> int:
     print(f"  bundle     {m.bundle} ({m.size} bytes, sha256 {m.sha256})")
     print(f"  created    {m.created}")
     print(f"  signature  {out['signature']}" + (f" (key {m.key_id})" if m.key_id else ""))
-    print(f"  inputs     {', '.join(meta.inputs)}")
-    print(f"  outputs    {', '.join(meta.outputs)}  kernel {meta.kernel}")
-    print(f"  self-test  max |delta| {report.self_test_max_delta or 0.0:.3g}")
+    for line in describe_interface(meta):
+        print("  " + line)
+    deltas = ", ".join(f"{k} {v:.3g}" for k, v in report.self_test_deltas.items())
+    print(
+        f"  self-test  max |delta| {report.self_test_max_delta or 0.0:.3g}"
+        + (f" ({deltas}; against the training framework's outputs)" if deltas else "")
+    )
+    if report.skew is not None:
+        sk = report.skew
+        print(
+            f"  features   train/serve: {sk['records']} sample records x {sk['features']} "
+            f"features, max |delta| {sk['max_delta']:.3g}"
+            + (f" (in {sk['worst_feature']})" if sk["max_delta"] else "")
+        )
     print("  timings    " + ", ".join(f"{k} {v:.1f}" for k, v in out["timings"].items()))
     return 0
+
+
+def describe_interface(meta: BundleMeta) -> list[str]:
+    """What a bundle takes and gives, and its kernel, as `check` prints it."""
+    kernel = f"kernel     {meta.kernel}" + (
+        f" ({meta.kernel_reason})" if meta.kernel_reason else ""
+    )
+    if meta.schema is None:
+        return [
+            f"inputs     {', '.join(meta.inputs)} (float32 matrix, contract 1)",
+            f"outputs    {', '.join(meta.outputs)}",
+            kernel,
+        ]
+    schema = meta.schema
+    lines = []
+    for f in schema["inputs"]:
+        notes = [str(f["type"])]
+        if f.get("derived") or f["name"] in (schema.get("derived") or ()):
+            notes.append("derived by the prepare hook")
+        elif "default" in f:
+            notes.append(f"default {json.dumps(f['default'])}")
+        elif f.get("nullable"):
+            notes.append("nullable")
+        lines.append(f"{f['name']}: {', '.join(notes)}")
+    features = [str(v) for v in schema.get("features") or ()]
+    shown = ", ".join(features[:12]) + (
+        f", ... ({len(features)} in all)" if len(features) > 12 else ""
+    )
+    output = dict(schema["output"])
+    kind = output.pop("kind")
+    out = [
+        "inputs     " + "; ".join(lines),
+        f"features   {len(features)}: {shown}",
+        f"output     {kind} {json.dumps(output, separators=(',', ':'))}"[:300],
+    ]
+    if schema.get("extras"):
+        out.append("extras     " + ", ".join(f"{e['name']}: {e['type']}" for e in schema["extras"]))
+    out.append(kernel)
+    return out
 
 
 def _publish(args: argparse.Namespace) -> int:

@@ -15,9 +15,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from reloader.columns import TYPES
 from reloader.errors import InputError
 
 Matrix = npt.NDArray[np.float32]
+OUTPUT_KINDS = ("multiclass", "binary", "regression", "multi")
+EXTRA_TYPES = ("float", "string")
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,10 @@ class BundleMeta:
     max_batch: int
     kernel: str = ""
     runtime: str = ""
+    # contract 2 (docs/model-spec.md): typed columns in, scores out; `schema` is `ml.meta.schema`
+    contract: int = 1
+    schema: Mapping[str, Any] | None = None
+    kernel_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -108,8 +115,9 @@ class RecordCodec:
         ]
 
 
-def meta_from_contract(meta: dict[str, Any], *, kernel: str) -> BundleMeta:
+def meta_from_contract(meta: dict[str, Any], *, kernel: str, kernel_reason: str = "") -> BundleMeta:
     """`BundleMeta` from a validated `ml.meta` (see `meta_problem`) and the kernel name."""
+    contract = int(meta.get("contract", 1))
     return BundleMeta(
         name=meta["name"],
         version=str(meta.get("version", "")),
@@ -119,6 +127,9 @@ def meta_from_contract(meta: dict[str, Any], *, kernel: str) -> BundleMeta:
         max_batch=int(meta["maxBatch"]),
         kernel=kernel,
         runtime=str(meta.get("runtime", "")),
+        contract=contract,
+        schema=meta.get("schema") if contract >= 2 else None,
+        kernel_reason=kernel_reason,
     )
 
 
@@ -140,4 +151,38 @@ def meta_problem(meta: Any) -> str | None:
     mb = meta.get("maxBatch")
     if isinstance(mb, bool) or not isinstance(mb, int) or not 1 <= mb <= 1 << 20:
         return "`maxBatch` must be an integer in 1..1048576"
+    contract = meta.get("contract", 1)
+    if contract not in (1, 2):
+        return f"`contract` must be 1 or 2, got {contract!r} (a bundle newer than this host?)"
+    if contract == 2:
+        return _schema_problem(meta)
+    return None
+
+
+def _schema_problem(meta: dict[str, Any]) -> str | None:
+    schema = meta.get("schema")
+    if not isinstance(schema, dict):
+        return "`schema` must be an object (contract 2)"
+    inputs = schema.get("inputs")
+    if not isinstance(inputs, list) or not all(
+        isinstance(f, dict) and isinstance(f.get("name"), str) and f.get("type") in TYPES
+        for f in inputs
+    ):
+        kinds = ", ".join(TYPES)
+        return f"`schema.inputs` must be a list of {{name, type}} with type one of {kinds}"
+    derived = schema.get("derived") or []
+    if not isinstance(derived, list):
+        return "`schema.derived` must be a list of input names"
+    raw = [f["name"] for f in inputs if f["name"] not in derived and not f.get("derived")]
+    if raw != list(meta["inputs"]):
+        return "`inputs` must name the schema's raw (non-derived) inputs in order"
+    output = schema.get("output")
+    if not isinstance(output, dict) or output.get("kind") not in OUTPUT_KINDS:
+        return f"`schema.output.kind` must be one of {', '.join(OUTPUT_KINDS)}"
+    extras = schema.get("extras") or []
+    if not isinstance(extras, list) or not all(
+        isinstance(e, dict) and isinstance(e.get("name"), str) and e.get("type") in EXTRA_TYPES
+        for e in extras
+    ):
+        return "`schema.extras` must be a list of {name, type: float|string}"
     return None

@@ -196,6 +196,8 @@ class CheckReport:
     meta: BundleMeta
     self_test_max_delta: float | None
     timings_ms: Mapping[str, float]
+    self_test_deltas: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    skew: Mapping[str, Any] | None = None  # `ModelRuntime.feature_skew()`
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -204,6 +206,8 @@ class CheckReport:
             "signature": "verified" if self.signature_verified else "not checked",
             "meta": dataclasses.asdict(self.meta),
             "self_test_max_delta": self.self_test_max_delta,
+            "self_test_deltas": dict(self.self_test_deltas),
+            "skew": dict(self.skew) if self.skew is not None else None,
             "timings": {k: round(v, 2) for k, v in self.timings_ms.items()},
         }
 
@@ -244,6 +248,8 @@ def check(
             meta=runtime.meta,
             self_test_max_delta=runtime.self_test_delta,
             timings_ms=timings,
+            self_test_deltas=dict(runtime.self_test_deltas),
+            skew=runtime.feature_skew(),
         )
     finally:
         loaded.runtime.close()

@@ -34,6 +34,13 @@ from py_mini_racer import (
 )
 
 from reloader.codec import Matrix, Prediction, RecordCodec, meta_from_contract, meta_problem
+from reloader.columns import (
+    ColumnBuffers,
+    ColumnScores,
+    check_records,
+    columns_from_records,
+    fields_from_schema,
+)
 from reloader.errors import (
     BundleError,
     BundleMemoryError,
@@ -43,6 +50,7 @@ from reloader.errors import (
     RuntimeClosed,
     SelfTestError,
 )
+from reloader.outputs import output_kind
 from reloader.v8 import PRELUDE, Wedged, eval_js, new_context
 
 DEFAULT_HEAP_LIMIT = 256 << 20
@@ -60,11 +68,18 @@ _CONTRACT_PROBE = """(() => {
   if (typeof ml !== 'object' || ml === null) {
     return JSON.stringify({missing: 'the global `ml` object'});
   }
-  for (const f of ['init', 'buffers', 'predictBuffer', 'predict']) {
-    if (typeof ml[f] !== 'function') return JSON.stringify({missing: 'ml.' + f + '()'});
+  const has = [];
+  for (const f of ['init', 'buffers', 'predictBuffer', 'predict', 'columns', 'reserve',
+    'predictColumns', 'rowErrors', 'extraStrings', 'features']) {
+    if (typeof ml[f] === 'function') has.push(f);
   }
-  return JSON.stringify({meta: ml.meta === undefined ? null : ml.meta});
+  return JSON.stringify({meta: ml.meta === undefined ? null : ml.meta, has});
 })()"""
+# The functions each contract requires (docs/bundle-contract.md, docs/model-spec.md).
+_REQUIRED = {
+    1: ("init", "buffers", "predictBuffer", "predict"),
+    2: ("init", "columns", "reserve", "predictColumns", "rowErrors", "predict"),
+}
 
 
 class ModelRuntime:
@@ -117,15 +132,32 @@ class ModelRuntime:
             self._ctx.set_hard_memory_limit(heap_limit)
             self._run(PRELUDE, stage="eval", timeout=init_timeout)
             self._run(source, stage="eval", timeout=init_timeout)
-            declared = self._check_contract()
-            self.meta = meta_from_contract(declared, kernel=self._init())
+            declared, has = self._check_contract()
+            kernel, reason = self._init()
+            self.meta = meta_from_contract(declared, kernel=kernel, kernel_reason=reason)
             rows = self.meta.max_batch if max_batch is None else min(max_batch, self.meta.max_batch)
             if rows < 1:
                 raise ValueError(f"max_batch must be >= 1, got {max_batch}")
             self.max_batch = rows
-            self._allocate(rows)
+            try:
+                self.outputs = output_kind(self.meta)
+            except ValueError as e:
+                raise BundleError(f"ml.meta is invalid: {e}", stage="contract") from None
+            self.columns: ColumnBuffers | None = None
+            if self.meta.contract >= 2:
+                assert self.meta.schema is not None
+                self.columns = ColumnBuffers(
+                    fields_from_schema(self.meta.schema),
+                    self.meta,
+                    rows,
+                    lambda code, stage: self._run(code, stage=stage, timeout=self.call_timeout),
+                )
+            if "buffers" in has and "predictBuffer" in has:
+                self._allocate(rows)
             self.codec = RecordCodec(self.meta)
             self.self_test_inputs: Matrix | None = None
+            self.self_test_records: list[dict[str, Any]] | None = None
+            self.self_test_deltas: dict[str, float] = {}
             self.self_test_delta: float | None = None
             if self_test is not False:
                 spec = None if self_test is True else self_test
@@ -146,6 +178,11 @@ class ModelRuntime:
         deals with them row by row (extreme but finite features can overflow a model).
         """
         if self._in is None or self._out is None:
+            if self._ctx is not None and self.columns is not None:
+                raise InputError(
+                    f"{self.meta.name} takes typed inputs ({_typed(self.meta)}), not a float "
+                    "matrix: use predict_columns or predict_dicts"
+                )
             self._raise_closed()
         x = np.asarray(x, dtype=np.float32)
         n_in = len(self.meta.inputs)
@@ -188,6 +225,54 @@ class ModelRuntime:
         """Records (dicts by feature name, or rows in `meta.inputs` order) -> predictions."""
         return self.codec.decode(self.predict(self.codec.encode(records)))
 
+    def predict_columns(self, columns: Mapping[str, Any], n: int | None = None) -> ColumnScores:
+        """The typed path (contract 2): columns by input name -> scores, error rows, extras.
+
+        A column is a numpy array, pandas Series, pyarrow array or list of Python values; a
+        missing column is all nulls. Rows whose values do not fit their input (a string in a
+        number, a null without a default, a word outside a closed vocabulary, ...) come back in
+        `errors` naming the input; the rest of the batch is predicted, `max_batch` rows per
+        call into V8, with no JSON on the way.
+        """
+        buffers = self.columns
+        if buffers is None:
+            if self._ctx is None:
+                self._raise_closed()
+            raise InputError(
+                f"{self.meta.name} is a contract-1 bundle (a float matrix of "
+                f"{', '.join(self.meta.inputs)}): use predict or predict_rows"
+            )
+        if n is None:
+            lengths = {len(c) for c in columns.values() if c is not None}
+            if len(lengths) > 1:
+                raise InputError(f"columns of different lengths: {sorted(lengths)}")
+            n = lengths.pop() if lengths else 0
+        try:
+            return buffers.predict(columns, n)
+        except ValueError as e:
+            raise InputError(str(e)) from None
+
+    def predict_dicts(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Records (dicts by input name) -> one dict of output fields per record, as the job
+        writes them (`label`/`probabilities`, `probability`, `value`, … per the declared output
+        kind, plus extras), or `{"error": why}` for a record that does not fit."""
+        if self.columns is None:
+            return [self.outputs.fields(list(p.scores)) for p in self.predict_rows(list(records))]
+        check_records(records)
+        result = self.predict_columns(columns_from_records(records, self.meta.inputs), len(records))
+        out: list[dict[str, Any]] = []
+        rows = result.scores.tolist()
+        for r in range(len(records)):
+            if not result.ok[r]:
+                out.append({"error": result.errors[r]})
+                continue
+            fields = self.outputs.fields(rows[r])
+            for name, values in result.extras.items():
+                v = values[r]
+                fields[name] = float(v) if isinstance(v, np.floating) else v
+            out.append(fields)
+        return out
+
     def predict_records(self, records: Sequence[Any]) -> list[dict[str, Any]]:
         """The flexible JSON path: JSON-able records in, the bundle's `ml.predict` results out."""
         if self._ctx is None:
@@ -212,6 +297,15 @@ class ModelRuntime:
         """Predicts `calls` batches of up to `rows` self-test rows, so V8 has compiled the hot
         code before real traffic arrives (the agent and the trial child do this off the hot
         path). A no-op without self-test inputs."""
+        records = self.self_test_records
+        if records and self.columns is not None and rows > 0:
+            rows = min(rows, self.max_batch)
+            repeated = [records[i % len(records)] for i in range(rows)]
+            columns = columns_from_records(repeated, self.meta.inputs)
+            for i in range(calls):
+                k = 1 + (i * 37) % rows
+                self.predict_columns({name: col[:k] for name, col in columns.items()}, k)
+            return
         seed = self.self_test_inputs
         if seed is None or rows <= 0:
             return
@@ -238,6 +332,8 @@ class ModelRuntime:
                 timeout=self.call_timeout,
             )
             spec = _parse_json(st, stage="selftest", what="ml.selfTest")
+        if self.columns is not None:
+            return self._self_test_columns(spec)
         try:
             if not isinstance(spec, Mapping):
                 raise TypeError("no self-test")
@@ -259,6 +355,7 @@ class ModelRuntime:
                 stage="selftest",
             ) from None
         worst = 0.0
+        self.self_test_deltas = {}
         self.self_test_inputs = inputs.astype(np.float32)
         fast = self.predict(inputs)
         records = self.predict_records(inputs.tolist())
@@ -280,7 +377,102 @@ class ModelRuntime:
                     path=path, row=row, max_delta=float(per_row[row]), tolerance=tolerance
                 )
             worst = max(worst, float(per_row.max()))
+            self.self_test_deltas[path] = float(per_row.max())
         return worst
+
+    def _self_test_columns(self, spec: Any) -> float:
+        """Contract 2: raw records through the typed path (this host's encoding, the fast
+        kernel) and the JSON path (the bundle's encoding, TF.js), both against `expected`."""
+        try:
+            if not isinstance(spec, Mapping):
+                raise TypeError("no self-test")
+            records = list(spec["records"])
+            expected = np.asarray(spec["expected"], dtype=np.float64)
+            tolerance = float(spec["tolerance"])
+            if (
+                not records
+                or not all(isinstance(r, Mapping) for r in records)
+                or expected.shape != (len(records), len(self.meta.outputs))
+                or not tolerance > 0
+            ):
+                raise ValueError("shapes")
+        except (TypeError, KeyError, ValueError):
+            raise BundleError(
+                "ml.selfTest must be {records: [{input: value}], expected: [[...]], "
+                "tolerance > 0} with one row of meta.outputs per record",
+                stage="selftest",
+            ) from None
+        self.self_test_records = [dict(r) for r in records]
+        typed = self.predict_columns(columns_from_records(records, self.meta.inputs), len(records))
+        if typed.errors:
+            row, why = min(typed.errors.items())
+            raise BundleError(f"self-test record {row} was refused: {why}", stage="selftest")
+        results = self.predict_records(records)
+        try:
+            for r in results:
+                if isinstance(r, Mapping) and r.get("error"):
+                    raise ValueError(r["error"])
+            slow = np.asarray([r["scores"] for r in results], dtype=np.float64)
+        except (TypeError, KeyError, ValueError) as e:
+            raise BundleOutputError(
+                f"ml.predict results must be objects with a `scores` array ({e})",
+                stage="selftest",
+            ) from None
+        worst = 0.0
+        self.self_test_deltas = {}
+        for path, got in (("fast", typed.scores), ("json", slow)):
+            if got.shape != expected.shape:
+                raise SelfTestError(path=path, row=0, max_delta=float("inf"), tolerance=tolerance)
+            delta = np.abs(got - expected)
+            delta[~np.isfinite(delta)] = np.inf
+            per_row = delta.max(axis=1)
+            if not (per_row <= tolerance).all():
+                row = int(np.argmax(per_row))
+                raise SelfTestError(
+                    path=path, row=row, max_delta=float(per_row[row]), tolerance=tolerance
+                )
+            worst = max(worst, float(per_row.max()))
+            self.self_test_deltas[path] = float(per_row.max())
+        return worst
+
+    def feature_skew(self) -> dict[str, Any] | None:
+        """Train/serve skew on the bundle's sample records (`ml.samples`: the features the
+        training pipeline computed for them) against the bundle's own `ml.features`: records,
+        features, the largest difference and the feature it is in. None for bundles without
+        samples."""
+        if self.columns is None:
+            return None
+        text = self._run(
+            "JSON.stringify(ml.samples == null ? null : "
+            "{samples: ml.samples, got: ml.features(ml.samples.records)})",
+            stage="selftest",
+            timeout=self.call_timeout,
+        )
+        found = _parse_json(text, stage="selftest", what="ml.samples")
+        if found is None:
+            return None
+        try:
+            names = [str(v) for v in found["samples"]["names"]]
+            want = np.asarray(found["samples"]["features"], dtype=np.float64)
+            got = np.asarray(found["got"]["rows"], dtype=np.float64)
+            if want.shape != got.shape or want.ndim != 2 or want.shape[1] != len(names):
+                raise ValueError("shapes")
+        except (TypeError, KeyError, ValueError):
+            raise BundleError(
+                "ml.samples / ml.features do not match: expected {names, features} and rows of "
+                "the same shape",
+                stage="selftest",
+            ) from None
+        delta = np.abs(got - want) / np.maximum(1.0, np.abs(want))
+        per_feature = delta.max(axis=0) if len(delta) else np.zeros(len(names))
+        worst = int(np.argmax(per_feature)) if len(names) else 0
+        return {
+            "records": int(want.shape[0]),
+            "features": len(names),
+            "max_delta": float(per_feature.max()) if len(names) else 0.0,
+            "worst_feature": names[worst] if names else None,
+            "errors": len(found["got"].get("errors") or ()),
+        }
 
     def close(self) -> None:
         """Frees the V8 context. Safe to call twice; call it on the thread that predicts."""
@@ -290,6 +482,9 @@ class ModelRuntime:
         # Views into V8-owned memory must be gone before the isolate is: a live view would point
         # into freed memory and crash the interpreter on the next access.
         self._in = self._out = None
+        buffers = getattr(self, "columns", None)
+        if buffers is not None:
+            buffers.release()
         views, self._views = self._views, None
         if views is not None:
             for mv in views:
@@ -365,7 +560,7 @@ class ModelRuntime:
     def _raise_closed(self) -> NoReturn:
         raise RuntimeClosed(f"this model runtime is {self._closed_reason or 'closed'}")
 
-    def _check_contract(self) -> dict[str, Any]:
+    def _check_contract(self) -> tuple[dict[str, Any], set[str]]:
         probe = _parse_json(
             self._run(_CONTRACT_PROBE, stage="contract", timeout=self.call_timeout),
             stage="contract",
@@ -380,16 +575,28 @@ class ModelRuntime:
         if problem:
             raise BundleError(f"ml.meta is invalid: {problem}", stage="contract")
         assert isinstance(meta, dict)  # _meta_problem checked it
-        return meta
+        has = probe.get("has")
+        has = {str(f) for f in has} if isinstance(has, list) else set()
+        contract = int(meta.get("contract", 1))
+        for f in _REQUIRED[contract]:
+            if f not in has:
+                raise BundleError(
+                    f"the bundle does not define ml.{f}() (contract {contract})", stage="contract"
+                )
+        return meta, has
 
-    def _init(self) -> str:
+    def _init(self) -> tuple[str, str]:
         self._run("ml.init()", stage="init", timeout=self.init_timeout)
-        kernel = self._run(
-            "String(ml.kernel === undefined ? '' : ml.kernel)",
+        text = self._run(
+            "JSON.stringify([String(ml.kernel === undefined ? '' : ml.kernel), "
+            "String(ml.kernelReason === undefined ? '' : ml.kernelReason)])",
             stage="init",
             timeout=self.call_timeout,
         )
-        return str(kernel)
+        pair = _parse_json(text, stage="init", what="ml.kernel")
+        if not (isinstance(pair, list) and len(pair) == 2):
+            raise BundleError("ml.kernel could not be read", stage="init")
+        return str(pair[0]), str(pair[1])[:500]
 
     def _allocate(self, rows: int) -> None:
         bufs = self._run(f"ml.buffers({rows})", stage="buffers", timeout=self.call_timeout)
@@ -413,6 +620,11 @@ class ModelRuntime:
                 )
         self._in = np.frombuffer(views[0], dtype=np.float32, count=need[0] // 4).reshape(rows, -1)
         self._out = np.frombuffer(views[1], dtype=np.float32, count=need[1] // 4).reshape(rows, -1)
+
+
+def _typed(meta: Any) -> str:
+    schema = meta.schema or {}
+    return ", ".join(f"{f['name']}: {f['type']}" for f in schema.get("inputs", ()))
 
 
 def _parse_json(text: Any, *, stage: str, what: str) -> Any:

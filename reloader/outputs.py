@@ -1,0 +1,126 @@
+"""What a model's scores mean: the declared output kind, decoded into output fields.
+
+docs/model-spec.md ("Output kinds"): `multiclass` (label, score, probabilities, top_k), `binary`
+(label by threshold, probability), `regression` (value or values), `multi` (one object per head).
+A contract-1 bundle is `multiclass` over its `meta.labels`. The job's output records and
+`ModelRuntime.predict_dicts` both come from here, so a kind is decoded in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from reloader.codec import BundleMeta
+
+
+@dataclass(frozen=True)
+class OutputKind:
+    """One output (or one head of a `multi` output) and the score columns it owns."""
+
+    kind: str
+    names: tuple[str, ...]  # its score columns
+    labels: tuple[str, ...] = ()
+    threshold: float = 0.5
+    top_k: int = 0
+    head: str = ""
+    heads: tuple[OutputKind, ...] = ()
+
+    @property
+    def width(self) -> int:
+        return sum(h.width for h in self.heads) if self.kind == "multi" else len(self.names)
+
+    def decode(self, scores: npt.NDArray[np.float32]) -> list[dict[str, Any]]:
+        """Scores [n, width] -> one dict of output fields per row."""
+        rows: list[list[float]] = scores.tolist()
+        return [self.fields(row) for row in rows]
+
+    def fields(self, row: Sequence[float]) -> dict[str, Any]:
+        """One row's scores -> its output fields."""
+        if self.kind == "multi":
+            out: dict[str, Any] = {}
+            start = 0
+            for h in self.heads:
+                out[h.head] = h.fields(row[start : start + h.width])
+                start += h.width
+            return out
+        if self.kind == "multiclass":
+            best = max(range(len(row)), key=row.__getitem__)
+            out = {
+                "label": self.labels[best],
+                "score": row[best],
+                "probabilities": dict(zip(self.labels, row, strict=True)),
+            }
+            if self.top_k:
+                order = sorted(range(len(row)), key=lambda i: -row[i])[: self.top_k]
+                out["top_k"] = [[self.labels[i], row[i]] for i in order]
+            return out
+        if self.kind == "binary":
+            p = row[0]
+            return {"label": self.labels[1 if p >= self.threshold else 0], "probability": p}
+        if len(self.names) == 1:
+            return {"value": row[0]}
+        return {"values": dict(zip(self.names, row, strict=True))}
+
+
+def output_kind(meta: BundleMeta) -> OutputKind:
+    """The output kind a bundle declares (contract 2) or implies (contract 1: multiclass)."""
+    if meta.schema is None:
+        return OutputKind("multiclass", meta.outputs, labels=meta.labels)
+    kind = _kind(meta.schema["output"], meta.outputs, meta.labels)
+    if kind.width != len(meta.outputs):
+        raise ValueError(
+            f"the declared output takes {kind.width} score columns, the bundle has "
+            f"{len(meta.outputs)} ({', '.join(meta.outputs)})"
+        )
+    return kind
+
+
+def _kind(spec: Mapping[str, Any], names: Sequence[str], labels: Sequence[str]) -> OutputKind:
+    kind = str(spec["kind"])
+    if kind == "multi":
+        heads = []
+        start = 0
+        for h in spec.get("heads") or ():
+            width = _width(h)
+            head = _kind(h, names[start : start + width], labels[start : start + width])
+            heads.append(_with_head(head, str(h["name"])))
+            start += width
+        return OutputKind("multi", tuple(names), heads=tuple(heads))
+    if kind == "multiclass":
+        return OutputKind(
+            kind,
+            tuple(names),
+            labels=tuple(str(v) for v in spec.get("labels") or labels),
+            top_k=int(spec.get("top_k") or 0),
+        )
+    if kind == "binary":
+        pair = spec.get("labels") or ("0", "1")
+        return OutputKind(
+            kind,
+            tuple(names),
+            labels=(str(pair[0]), str(pair[1])),
+            threshold=float(spec.get("threshold", 0.5)),
+        )
+    return OutputKind("regression", tuple(str(v) for v in spec.get("names") or names))
+
+
+def _width(spec: Mapping[str, Any]) -> int:
+    kind = spec.get("kind")
+    if kind == "multiclass":
+        return len(spec["labels"])
+    if kind == "binary":
+        return 1
+    if kind == "regression":
+        return len(spec["names"])
+    return sum(_width(h) for h in spec.get("heads") or ())
+
+
+def _with_head(kind: OutputKind, head: str) -> OutputKind:
+    return OutputKind(
+        kind.kind, kind.names, kind.labels, kind.threshold, kind.top_k, head, kind.heads
+    )
