@@ -20,6 +20,7 @@ import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from reloader.codec import Matrix, Prediction
+from reloader.columns import ColumnScores
 from reloader.errors import BundleMemoryError, BundleTimeout, NotReady, RuntimeClosed
 from reloader.fetch import default_cache_dir
 from reloader.follower import StoreFollower
@@ -196,6 +197,19 @@ class HotModel:
     ) -> Versioned[list[Prediction]]:
         """Records (dicts by feature name, or rows) -> predictions, with the model version."""
         return self.run(lambda runtime: runtime.predict_rows(records))
+
+    def predict_columns(
+        self, columns: Mapping[str, Any], n: int | None = None
+    ) -> Versioned[ColumnScores]:
+        """The typed path (`ModelRuntime.predict_columns`), with the model version."""
+        return self.run(lambda runtime: runtime.predict_columns(columns, n))
+
+    def predict_dicts(
+        self, records: Sequence[Mapping[str, Any]]
+    ) -> Versioned[list[dict[str, Any]]]:
+        """Records -> output fields per the declared output kind (`ModelRuntime.predict_dicts`),
+        with the model version."""
+        return self.run(lambda runtime: runtime.predict_dicts(records))
 
     def predict_records(self, records: Sequence[Any]) -> Versioned[list[dict[str, Any]]]:
         """The bundle's JSON path (`ml.predict`), with the model version."""

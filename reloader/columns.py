@@ -138,7 +138,7 @@ def _as_numpy(column: Any) -> np.ndarray[Any, Any] | None:
                 return np.asarray(arr.cast(pa.float64()).fill_null(math.nan).to_numpy())
             return np.asarray(arr.to_numpy())
         if pa.types.is_timestamp(arr.type) or pa.types.is_date(arr.type):
-            return np.asarray(arr.cast(pa.timestamp("ms")).to_numpy(zero_copy_only=False))
+            return np.asarray(arr.cast(pa.timestamp("us")).to_numpy(zero_copy_only=False))
         return np.asarray(arr.to_numpy(zero_copy_only=False))
     return None
 
@@ -150,9 +150,10 @@ def _numeric_array(field: Field, arr: np.ndarray[Any, Any], errors: Errors) -> E
         raise ValueError(f"column {field.name!r} must be one-dimensional, got shape {arr.shape}")
     if field.type == "timestamp":
         if kind == "M":
-            ms = arr.astype("datetime64[ms]")
-            valid = ~np.isnat(ms)
-            values = np.where(valid, ms.view(np.int64), 0).astype(np.float64)
+            # Microseconds kept as a fraction of a millisecond, as for `datetime` values.
+            us = arr.astype("datetime64[us]")
+            valid = ~np.isnat(us)
+            values = np.where(valid, us.view(np.int64), 0) / 1000.0
             return Encoded(valid.astype(np.uint8), values=values)
         if kind not in "fiu":
             return None
@@ -225,7 +226,7 @@ def _timestamp(v: Any) -> float | str:
     if isinstance(v, _dt.date):
         return float((v - _EPOCH.date()).days * 86_400_000)
     if isinstance(v, np.datetime64):
-        return float(v.astype("datetime64[ms]").astype(np.int64))
+        return float(v.astype("datetime64[us]").astype(np.int64)) / 1000.0
     if isinstance(v, str):
         text = v.strip()
         if text.endswith(("Z", "z")):
