@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from job.mixin import parameter_value
-from job.pipeline import APIS, MODES, JobOptions
+from job.pipeline import APIS, FILE_SOURCES, MODES, JobOptions
 from reloader.errors import ReloaderError
 
 ENV_PREFIX = "PREDICT_JOB_"
@@ -25,7 +25,12 @@ _DEFAULTS = JobOptions()
 # flag -> (JobOptions field, type, help)
 _FLAGS: list[tuple[str, str, type, str]] = [
     ("--model", "model", str, "model store URL: a directory, http(s)://..., s3://bucket/prefix"),
-    ("--source", "source", str, "'wine' (the WINE rows replayed) or dir:PATH (JSON lines)"),
+    (
+        "--source",
+        "source",
+        str,
+        "'wine' (the WINE rows replayed), dir:PATH (JSON lines, followed), files:PATH (once)",
+    ),
     ("--sink", "sink", str, "'print' or dir:PATH (rolling files, committed on checkpoints)"),
     ("--api", "api", str, f"prediction path: {', '.join(APIS)} (record: one V8 call per row)"),
     ("--parallelism", "parallelism", int, "subtasks of the predict operator"),
@@ -140,8 +145,8 @@ def preflight(opts: JobOptions) -> None:
 
     Raises `OSError` for the source, the `ReloaderError` of the step that failed for the model.
     """
-    if opts.source.startswith("dir:"):
-        path = Path(opts.source[len("dir:") :])
+    if opts.source.startswith(FILE_SOURCES):
+        path = Path(opts.source.partition(":")[2])
         if not path.is_dir():
             what = "is not a directory" if path.exists() else "does not exist"
             raise NotADirectoryError(f"the source directory {path} {what}")

@@ -6,6 +6,8 @@ Sources (tables):
     dir:PATH    JSON-lines files in PATH, read continuously (Flink's FileSource): one STRING
                 column of lines, parsed in the predict function (a bad line becomes an error
                 record, not a failed job)
+    files:PATH  the same, for the files in PATH when the job starts: read once, then the job
+                ends (scoring a directory of records)
 Sinks (one STRING column of JSON lines):
     print       stdout of the TaskManagers
     dir:PATH    rolling files, committed on checkpoints (exactly-once)
@@ -27,6 +29,7 @@ APIS = ("process", "vectorized", "record")
 MODES = ("auto", "process", "thread")
 MAX_PARALLELISM = 128
 WINE_RECORDS = 20_000  # the wine source's length when `records` is not given
+FILE_SOURCES = ("dir:", "files:")  # JSON lines in a directory: followed, or read once
 
 
 @dataclass
@@ -62,8 +65,10 @@ class JobOptions:
             raise ValueError(f"api must be one of {', '.join(APIS)}, got {self.api!r}")
         if self.execution_mode not in MODES:
             raise ValueError(f"execution mode must be one of {', '.join(MODES)}")
-        if not (self.source == "wine" or self.source.startswith("dir:")):
-            raise ValueError(f"source must be 'wine' or 'dir:PATH', got {self.source!r}")
+        if not (self.source == "wine" or self.source.startswith(FILE_SOURCES)):
+            raise ValueError(
+                f"source must be 'wine', 'dir:PATH' or 'files:PATH', got {self.source!r}"
+            )
         if not (self.sink == "print" or self.sink.startswith("dir:")):
             raise ValueError(f"sink must be 'print' or 'dir:PATH', got {self.sink!r}")
         if not self.model:
@@ -187,16 +192,16 @@ def wine_source(env: Any, t_env: Any, rate: float, records: int) -> Any:
     return t_env.sql_query(f"SELECT f0 AS id,\n  {cols},\n  {now_ms} AS created_ms FROM wine_ids")
 
 
-def dir_source(env: Any, path: str) -> Any:
-    """JSON-lines files in `path`, read continuously: a DataStream of lines."""
+def dir_source(env: Any, path: str, *, follow: bool = True) -> Any:
+    """JSON-lines files in `path`, read continuously (or once: `follow=False`): a DataStream of
+    lines."""
     from pyflink.common import Duration, WatermarkStrategy
     from pyflink.datastream.connectors.file_system import FileSource, StreamFormat
 
-    source = (
-        FileSource.for_record_stream_format(StreamFormat.text_line_format(), str(path))
-        .monitor_continuously(Duration.of_seconds(1))
-        .build()
-    )
+    builder = FileSource.for_record_stream_format(StreamFormat.text_line_format(), str(path))
+    if follow:
+        builder = builder.monitor_continuously(Duration.of_seconds(1))
+    source = builder.build()
     return env.from_source(source, WatermarkStrategy.no_watermarks(), f"files in {path}")
 
 
@@ -221,7 +226,8 @@ def build(opts: JobOptions, env: Any, t_env: Any, *, predictor: Any = None) -> A
         table = wine_source(env, t_env, opts.rate, records)
         lines = None
     else:
-        lines = dir_source(env, opts.source[len("dir:") :])
+        kind, _, path = opts.source.partition(":")
+        lines = dir_source(env, path, follow=kind == "dir")
         table = None
 
     if opts.api == "vectorized":

@@ -1,28 +1,36 @@
 #!/usr/bin/env node
-// Builds ml.bundle.js from a TF.js layers model directory and writes the store layout (docs/store.md):
+// Builds ml.bundle.js from a model project (docs/model-spec.md) and writes the store layout (docs/store.md):
 //
 //   <out>/bundles/<sha256>.js   the bundle (immutable, content-addressed)
 //   <out>/version.json          the manifest, written last (temp file + rename)
 //
-// usage: npm run build -- <tfjs model dir> <out dir> [--version LABEL] [--name NAME] [--kernel K] [--no-minify]
+// usage: npm run build -- <model dir> <out dir> [--version LABEL] [--name NAME] [--kernel K] [--no-minify]
 //
 // --kernel pins the fast path: auto (default: the fastest that applies), dense-unrolled (generated straight-line
 // code, small Dense stacks), dense-js (loops over typed arrays, any Dense stack), tfjs-cpu (TF.js itself).
 //
-// The model dir holds model.json + weight shards (tensorflowjs converter output) and app.json (feature names,
-// labels, pre-processing constants, selfTest block; written by train.py). The same inputs and lockfile give
-// byte-identical bundles; only version.json's `created` changes (set SOURCE_DATE_EPOCH to pin it).
+// The model dir holds model.json + weight shards (a TF.js layers or graph model), spec.json (typed inputs,
+// pre-processing, output kind, selfTest, samples) or a legacy app.json (contract 1), and optionally the
+// spec's hooks module. Before anything is written, the bundle is evaluated in a fresh node:vm context and
+// checked (model/src/checks.mjs): spec, widths, records, hooks, training/serving skew, self-test. Any failure
+// is one line `build: ...` on stderr, exit status 2, and no store (BUILD_DEBUG=1 adds the JavaScript stack of a
+// failing check). On success it prints a report: kernel, features, self-test and skew deltas. The same inputs
+// and lockfile give byte-identical bundles; only version.json's `created` changes (set SOURCE_DATE_EPOCH to pin
+// it).
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, realpathSync, renameSync, writeFileSync, existsSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
+import { normalizeSpec, specFromApp, SpecError } from './src/spec.js';
+import { CheckError, checkBundle, formatReport } from './src/checks.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 
+class BuildFailure extends Error {}
+
 function fail(message) {
-  process.stderr.write(`build: ${message}\n`);
-  process.exit(2);
+  throw new BuildFailure(message);
 }
 
 function parseArgs(argv) {
@@ -60,16 +68,28 @@ function checkApp(app, path) {
   if (!(typeof st.tolerance === 'number' && st.tolerance > 0)) fail(`${path}: selfTest.tolerance must be > 0`);
 }
 
-export async function build(modelDir, outDir, { version, name, kernel, minify = true } = {}) {
-  const modelJson = readJson(join(modelDir, 'model.json'), 'TF.js model.json');
-  const app = readJson(join(modelDir, 'app.json'), 'app.json');
-  checkApp(app, join(modelDir, 'app.json'));
-  if (version) app.version = version;
-  if (name) app.name = name;
-  if (kernel) app.kernel = kernel;
-  if (!app.version) fail('no version label: pass --version or set "version" in app.json');
+// spec.json, or a legacy app.json translated to a spec: {spec, file}.
+function readSpec(modelDir) {
+  const specPath = join(modelDir, 'spec.json');
+  if (existsSync(specPath)) return { spec: readJson(specPath, 'spec.json'), file: 'spec.json' };
+  const appPath = join(modelDir, 'app.json');
+  if (!existsSync(appPath)) fail(`spec.json not found in ${modelDir} (nor a legacy app.json)`);
+  const app = readJson(appPath, 'app.json');
+  checkApp(app, appPath);
+  try {
+    return { spec: specFromApp(app), file: 'app.json' };
+  } catch (e) {
+    if (e instanceof SpecError) fail(`${appPath}: ${e.message}`);
+    throw e;
+  }
+}
+
+function readModel(modelDir) {
+  const path = join(modelDir, 'model.json');
+  const modelJson = readJson(path, 'TF.js model.json');
+  const graph = modelJson.format === 'graph-model';
   if (!modelJson.modelTopology || !Array.isArray(modelJson.weightsManifest)) {
-    fail(`${modelDir}/model.json is not a TF.js layers model (needs modelTopology and weightsManifest)`);
+    fail(`${path} is not a TF.js ${graph ? 'graph' : 'layers'} model (needs modelTopology and weightsManifest)`);
   }
   const weightSpecs = [];
   const shards = [];
@@ -77,42 +97,106 @@ export async function build(modelDir, outDir, { version, name, kernel, minify = 
     weightSpecs.push(...group.weights);
     for (const p of group.paths) {
       const shard = join(modelDir, p);
-      if (!existsSync(shard)) fail(`weight shard ${p} named in ${join(modelDir, 'model.json')} not found: ${shard}`);
+      if (!existsSync(shard)) fail(`weight shard ${p} named in ${path} not found: ${shard}`);
       shards.push(readFileSync(shard));
     }
   }
-  const weights = Buffer.concat(shards).toString('base64');
-  const generated = 'export default ' + JSON.stringify({
-    topology: modelJson.modelTopology,
+  const { weightsManifest, ...rest } = modelJson;
+  return {
+    graph,
+    artifacts: graph ? rest : { modelTopology: modelJson.modelTopology },
     weightSpecs,
-    weights,
-    app,
-  }) + ';\n';
+    weights: Buffer.concat(shards).toString('base64'),
+  };
+}
 
-  const virtualModel = {
-    name: 'tf-on-flink-model',
+async function bundle(modelDir, spec, model, minify) {
+  const generated = 'export default ' + JSON.stringify({
+    format: model.graph ? 'graph-model' : 'layers-model',
+    artifacts: model.artifacts,
+    weightSpecs: model.weightSpecs,
+    weights: model.weights,
+    spec,
+  }) + ';\n';
+  let hooksPath = null;
+  if (spec.hooks) {
+    hooksPath = resolve(modelDir, spec.hooks);
+    if (!existsSync(hooksPath)) fail(`hooks module ${spec.hooks} named in the spec not found: ${hooksPath}`);
+  }
+  const virtual = {
+    name: 'tf-on-flink',
     setup(b) {
-      b.onResolve({ filter: /^tf-on-flink:model$/ }, () => ({ path: 'model', namespace: 'tf-on-flink' }));
-      b.onLoad({ filter: /.*/, namespace: 'tf-on-flink' }, () => ({ contents: generated, loader: 'js' }));
+      b.onResolve({ filter: /^tf-on-flink:(model|hooks)$/ }, (a) => ({ path: a.path.slice(12), namespace: 'tf-on-flink' }));
+      b.onResolve({ filter: /^tf-on-flink:loader$/ }, () => ({
+        path: join(HERE, 'src', model.graph ? 'graph.js' : 'layers.js'),
+      }));
+      b.onLoad({ filter: /^model$/, namespace: 'tf-on-flink' }, () => ({ contents: generated, loader: 'js' }));
+      // The user's module as one default-exported namespace: app.js reads prepare/finish off it at run time.
+      b.onLoad({ filter: /^hooks$/, namespace: 'tf-on-flink' }, () => (hooksPath
+        ? { contents: `import * as hooks from ${JSON.stringify(hooksPath)};\nexport default hooks;\n`,
+          loader: 'js', resolveDir: dirname(hooksPath) }
+        : { contents: 'export default {};\n', loader: 'js' }));
     },
   };
-  const result = await esbuild.build({
-    entryPoints: [join(HERE, 'src', 'app.js')],
-    bundle: true,
-    format: 'iife',
-    // 'browser' makes esbuild honour the packages' "browser" maps, which drop TF.js' Node-only modules.
-    platform: 'browser',
-    target: 'es2020',
-    minify,
-    write: false,
-    legalComments: 'eof',
-    logLevel: 'warning',
-    // TF.js looks for a global object through `self` before any of our code runs.
-    banner: { js: 'var self = globalThis;' },
-    define: { 'process.env.NODE_ENV': '"production"' },
-    plugins: [virtualModel],
-  });
-  const bytes = Buffer.from(result.outputFiles[0].contents);
+  let result;
+  try {
+    result = await esbuild.build({
+      entryPoints: [join(HERE, 'src', 'app.js')],
+      absWorkingDir: HERE,
+      bundle: true,
+      format: 'iife',
+      // 'browser' makes esbuild honour the packages' "browser" maps, which drop TF.js' Node-only modules.
+      platform: 'browser',
+      target: 'es2020',
+      minify,
+      write: false,
+      legalComments: 'eof',
+      logLevel: 'silent',
+      // The hooks' own npm packages, installed in the model project.
+      nodePaths: [join(resolve(modelDir), 'node_modules')],
+      // TF.js looks for a global object through `self` before any of our code runs.
+      banner: { js: 'var self = globalThis;' },
+      define: { 'process.env.NODE_ENV': '"production"' },
+      plugins: [virtual],
+    });
+  } catch (e) {
+    const first = e.errors && e.errors[0];
+    if (!first) throw e;
+    const where = first.location ? `${first.location.file}:${first.location.line}:${first.location.column}: ` : '';
+    fail(`bundling failed: ${where}${first.text}`);
+  }
+  for (const w of result.warnings) {
+    const where = w.location ? `${relative(HERE, resolve(HERE, w.location.file))}:${w.location.line}: ` : '';
+    process.stderr.write(`build: warning: ${where}${w.text}\n`);
+  }
+  return Buffer.from(result.outputFiles[0].contents);
+}
+
+export async function build(modelDir, outDir, { version, name, kernel, minify = true } = {}) {
+  const { spec, file } = readSpec(modelDir);
+  if (version) spec.version = version;
+  if (name) spec.name = name;
+  if (kernel) spec.kernel = kernel;
+  if (spec.version === undefined || spec.version === null || spec.version === '') {
+    fail(`no version label: pass --version or set "version" in ${file}`);
+  }
+  let normalized;
+  try {
+    normalized = normalizeSpec(spec);
+  } catch (e) {
+    if (e instanceof SpecError) fail(`${file}: ${e.message}`);
+    throw e;
+  }
+  const model = readModel(modelDir);
+  const bytes = await bundle(modelDir, spec, model, minify);
+  let report;
+  try {
+    report = await checkBundle(bytes.toString('utf8'), normalized, spec);
+  } catch (e) {
+    if (e instanceof CheckError) fail(e.message);
+    throw e;
+  }
+  // Only a bundle that passed every check reaches the store.
   const sha256 = createHash('sha256').update(bytes).digest('hex');
   const key = `bundles/${sha256}.js`;
   mkdirSync(join(outDir, 'bundles'), { recursive: true });
@@ -122,15 +206,15 @@ export async function build(modelDir, outDir, { version, name, kernel, minify = 
   const created = (epoch ? new Date(Number(epoch) * 1000) : new Date()).toISOString().replace(/\.\d{3}Z$/, 'Z');
   const manifest = {
     format: 1,
-    model: app.name,
-    version: String(app.version),
+    model: normalized.name,
+    version: String(spec.version),
     bundle: key,
     sha256,
     size: bytes.length,
     created,
   };
   writeAtomic(join(outDir, 'version.json'), Buffer.from(JSON.stringify(manifest, null, 2) + '\n'));
-  return { manifest, bundlePath };
+  return { manifest, bundlePath, report };
 }
 
 function writeAtomic(path, bytes) {
@@ -141,14 +225,20 @@ function writeAtomic(path, bytes) {
 
 // Compared as real paths: a checkout reached through a symlink must still build.
 if (process.argv[1] && realpathSync(resolve(process.argv[1])) === realpathSync(fileURLToPath(import.meta.url))) {
-  const opts = parseArgs(process.argv.slice(2));
-  if (opts.help || opts.positional.length !== 2) {
-    process.stdout.write('usage: npm run build -- <tfjs model dir> <out dir> [--version LABEL] [--name NAME] ' +
-      '[--kernel auto|dense-unrolled|dense-js|tfjs-cpu] [--no-minify]\n');
-    process.exit(opts.help ? 0 : 2);
+  try {
+    const opts = parseArgs(process.argv.slice(2));
+    if (opts.help || opts.positional.length !== 2) {
+      process.stdout.write('usage: npm run build -- <model dir> <out dir> [--version LABEL] [--name NAME] ' +
+        '[--kernel auto|dense-unrolled|dense-js|tfjs-cpu] [--no-minify]\n');
+      process.exit(opts.help ? 0 : 2);
+    }
+    const [modelDir, outDir] = opts.positional;
+    const { manifest, bundlePath, report } = await build(modelDir, outDir, opts);
+    process.stdout.write(`${bundlePath} (${manifest.size} bytes) model=${manifest.model} ` +
+      `version=${manifest.version} sha256=${manifest.sha256}\n${formatReport(report)}\n`);
+  } catch (e) {
+    if (!(e instanceof BuildFailure)) throw e;
+    process.stderr.write(`build: ${e.message.replace(/\s*\n\s*/g, ' ')}\n`);
+    process.exit(2);
   }
-  const [modelDir, outDir] = opts.positional;
-  const { manifest, bundlePath } = await build(modelDir, outDir, opts);
-  process.stdout.write(`${bundlePath} (${manifest.size} bytes) model=${manifest.model} ` +
-    `version=${manifest.version} sha256=${manifest.sha256}\n`);
 }

@@ -17,9 +17,11 @@ class BuildError(RuntimeError):
 
 
 def ensure_node_modules() -> None:
-    """Installs the locked JavaScript dependencies once (`npm ci`), if they are not there yet."""
+    """Installs the locked JavaScript dependencies (`npm ci`) when they are not there yet or older
+    than model/package.json or package-lock.json (the Makefile's rule)."""
     marker = MODEL_DIR / "node_modules" / ".package-lock.json"
-    if marker.exists():
+    sources = (MODEL_DIR / "package.json", MODEL_DIR / "package-lock.json")
+    if marker.exists() and all(marker.stat().st_mtime >= p.stat().st_mtime for p in sources):
         return
     npm = shutil.which("npm")
     if npm is None:
@@ -35,7 +37,9 @@ def build_bundle(
     name: str | None = None,
     kernel: str | None = None,
 ) -> dict[str, Any]:
-    """Builds `model_dir` (TF.js layers model + app.json) into `out_dir`; returns the manifest."""
+    """Builds `model_dir` (a TF.js model + spec.json, or a legacy app.json; docs/model-spec.md)
+    into `out_dir`; returns the manifest. The build checks the bundle before it writes anything;
+    a failure raises `BuildError` with the builder's one-line message."""
     ensure_node_modules()
     node = shutil.which("node")
     if node is None:

@@ -203,6 +203,10 @@ def describe_interface(meta: BundleMeta) -> list[str]:
         elif f.get("nullable"):
             notes.append("nullable")
         lines.append(f"{f['name']}: {', '.join(notes)}")
+    listed = {f["name"] for f in schema["inputs"]}
+    for name in schema.get("derived") or ():
+        if name not in listed:
+            lines.append(f"{name}: derived by the prepare hook")
     features = [str(v) for v in schema.get("features") or ()]
     shown = ", ".join(features[:12]) + (
         f", ... ({len(features)} in all)" if len(features) > 12 else ""

@@ -35,7 +35,15 @@ def _lines(model: HotModel, batch: Batch) -> list[dict[str, Any]]:
 
 
 def test_typed_records_and_columns(typed_model: HotModel) -> None:
-    good = {"id": 1, "x": 1.0, "n": 2, "flag": True, "word": "ab", "when": "2024-03-05", "note": "k"}
+    good = {
+        "id": 1,
+        "x": 1.0,
+        "n": 2,
+        "flag": True,
+        "word": "ab",
+        "when": "2024-03-05",
+        "note": "k",
+    }
     records = [
         good,
         good | {"id": 2, "x": None},

@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -42,12 +43,12 @@ def test_version_label_override(tmp_path: Path) -> None:
 
 
 def test_build_errors_are_clear(tmp_path: Path) -> None:
-    with pytest.raises(BuildError, match=r"app\.json not found"):
+    with pytest.raises(BuildError, match=r"spec\.json not found in \S+ \(nor a legacy app\.json\)"):
         src = tmp_path / "noapp"
         shutil.copytree(EXAMPLES / "v2", src)
         (src / "app.json").unlink()
         build_bundle(src, tmp_path / "out")
-    with pytest.raises(BuildError, match=r"not a TF\.js layers model"):
+    with pytest.raises(BuildError, match=r"not a TF\.js graph model \(needs modelTopology"):
         src = tmp_path / "notlayers"
         src.mkdir()
         (src / "model.json").write_text('{"format": "graph-model"}')
@@ -70,3 +71,18 @@ def test_build_errors_are_clear(tmp_path: Path) -> None:
         build_bundle(src, tmp_path / "out4")
     assert "\n    at " not in str(e.value)  # one line, not a Node stack trace
     assert not (tmp_path / "out").exists()
+
+
+def test_the_penguins_example_builds_with_its_checks(tmp_path: Path) -> None:
+    # a project exported from Keras (model/train_penguins.py): hooks, a derived input, extras,
+    # samples whose features training computed
+    project = EXAMPLES.parent / "penguins"
+    if not (project / "spec.json").exists():
+        pytest.skip("model/examples/penguins is not there (make train writes it)")
+    proc = subprocess.run(
+        ["node", str(EXAMPLES.parent.parent / "build.mjs"), str(project), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "skew max |delta|: 0 over" in proc.stdout, proc.stdout

@@ -40,7 +40,7 @@ def test_meta_and_self_test(toy: ModelRuntime) -> None:
     assert lines[1] == "features   5: x, n, flag, len, when.month"
     assert lines[2].startswith("output     regression")
     assert lines[3] == "extras     double: float, upper: string"
-    with pytest.raises(InputError, match="takes typed inputs .*use predict_columns"):
+    with pytest.raises(InputError, match=r"takes typed inputs .*use predict_columns"):
         toy.predict(np.zeros((1, 5)))
 
 
@@ -88,7 +88,13 @@ def test_every_column_kind_gives_the_same_results(toy: ModelRuntime) -> None:
         "word": words,
         "when": [None if np.isnat(t) else t.astype(dt.datetime).isoformat() + "Z" for t in when],
     }
-    as_numpy = {"x": x, "n": counts, "flag": flags, "word": np.array(words, dtype=object), "when": when}
+    as_numpy = {
+        "x": x,
+        "n": counts,
+        "flag": flags,
+        "word": np.array(words, dtype=object),
+        "when": when,
+    }
     frame = pd.DataFrame(
         {
             "x": pd.array([None if np.isnan(v) else v for v in x], dtype="Float64"),
