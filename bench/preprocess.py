@@ -16,7 +16,10 @@ Paths measured (each: write the batch into V8's buffers, one call, copy the scor
 - `raw`: the columns already encoded (Arrow-like numpy columns, strings as UTF-8 + offsets):
   the host copies them into the buffers;
 - `raw+enc`: the host also encodes the strings from Python `str` objects with numpy;
-- `encoded`: the float32 features copied into the input buffer.
+- `encoded`: the float32 features copied into the input buffer;
+- `typed`: the production host, `ModelRuntime.predict_columns`, from what a pandas UDF holds
+  (numpy columns, strings as Python `str` lists): reloader/columns.py's encoding included;
+- `matrix`: the production host's contract-1 path, `ModelRuntime.predict(features)`.
 
 The goal (issue 14) is raw >= 0.5 x encoded at batch 256 and 4096.
 """
@@ -38,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.v8_predict import cpu_model, rates
 from model.bundle import build_bundle, bundle_path
+from reloader.runtime import ModelRuntime
 from tests.support.js_bundle import JsBundle
 from tests.support.tfjs_models import dense_model, numpy_forward
 
@@ -281,8 +285,15 @@ def build(tmp: Path) -> tuple[bytes, bytes]:
     return out[0], out[1]
 
 
-def measure(raw: RawPath, enc: EncodedPath, n: int, seconds: float) -> dict[str, float]:
-    """Rows/s of the three paths at batch n, checked against each other first."""
+def measure(
+    raw: RawPath,
+    enc: EncodedPath,
+    n: int,
+    seconds: float,
+    typed: ModelRuntime,
+    matrix: ModelRuntime,
+) -> dict[str, float]:
+    """Rows/s of the five paths at batch n, checked against each other first."""
     data = Rows(n, seed=n)
     tables = {k: StringColumn(w) for k, w in data.words.items()}
     pre = {k: tables[k].encode(c) for k, c in data.codes.items()}
@@ -293,15 +304,21 @@ def measure(raw: RawPath, enc: EncodedPath, n: int, seconds: float) -> dict[str,
         raw.fill(data, strings)
         return raw.predict(n)
 
+    columns: dict[str, Any] = {**data.cols, **data.strings}
+    columns["tagged"] = data.cols["tagged"] > 0.5
     want = enc.predict(data.features)
-    for strings in (cached, python):
-        got = raw_run(strings)
+    checks = [raw_run(cached), raw_run(python), matrix.predict(data.features)]
+    host = typed.predict_columns(columns, n)
+    assert not host.errors, list(host.errors.items())[:3]
+    for got in (*checks, host.scores):
         assert np.abs(got - want).max() <= 1e-5, np.abs(got - want).max()
     return rates(
         {
             "raw": raw_run,
             "raw+enc": lambda: raw_run(python),
             "encoded": lambda: enc.predict(data.features),
+            "typed": lambda: typed.predict_columns(columns, n).scores,
+            "matrix": lambda: matrix.predict(data.features),
         },
         n,
         seconds,
@@ -322,10 +339,18 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         raw_code, enc_code = build(Path(tmp))
     print(f"machine: {os.cpu_count()} cores, {cpu_model()}")
-    head = ("batch", "raw rows/s", "raw+enc rows/s", "encoded rows/s", "raw/enc", "raw+enc/enc")
-    widths = (6, 14, 15, 15, 8, 12)
+    head = (
+        "batch", "raw rows/s", "raw+enc rows/s", "encoded rows/s", "raw/enc", "raw+enc/enc",
+        "typed rows/s", "matrix rows/s", "typed/matrix",
+    )  # fmt: skip
+    widths = (6, 14, 15, 15, 8, 12, 13, 14, 13)
     results = []
-    with JsBundle(raw_code) as raw_b, JsBundle(enc_code) as enc_b:
+    with (
+        JsBundle(raw_code) as raw_b,
+        JsBundle(enc_code) as enc_b,
+        ModelRuntime(raw_code) as typed,
+        ModelRuntime(enc_code) as matrix,
+    ):
         print(
             f"kernels: raw {raw_b.call('ml.kernel')}, encoded {enc_b.call('ml.kernel')}; "
             f"{len(raw_spec()['inputs'])} raw inputs -> {WIDTH} features -> 16 -> 3"
@@ -334,12 +359,13 @@ def main(argv: list[str] | None = None) -> int:
         rows = max(batches)
         raw, enc = RawPath(raw_b, rows), EncodedPath(enc_b, rows)
         for n in batches:
-            r = measure(raw, enc, n, args.seconds)
+            r = measure(raw, enc, n, args.seconds, typed, matrix)
             row = {
                 "batch": n,
                 **{f"{k}_rows_s": v for k, v in r.items()},
                 "raw_vs_encoded": r["raw"] / r["encoded"],
                 "raw_enc_vs_encoded": r["raw+enc"] / r["encoded"],
+                "typed_vs_matrix": r["typed"] / r["matrix"],
             }
             results.append(row)
             cells = (
@@ -349,6 +375,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['encoded']:,.0f}",
                 f"{row['raw_vs_encoded']:.2f}",
                 f"{row['raw_enc_vs_encoded']:.2f}",
+                f"{r['typed']:,.0f}",
+                f"{r['matrix']:,.0f}",
+                f"{row['typed_vs_matrix']:.2f}",
             )
             print(" ".join(f"{c:>{w}}" for c, w in zip(cells, widths, strict=True)))
         raw.release()

@@ -147,7 +147,8 @@ class Features:
         return ok
 
 
-_TOP = ("name", "version", "inputs", "features", "output", "extras", "hooks", "maxBatch")
+_TOP = ("name", "version", "inputs", "features", "output", "extras", "hooks", "maxBatch", "kernel")
+KERNELS = ("auto", "dense-unrolled", "dense-js", "tfjs-cpu")  # model/src/kernels.js' names
 _TOP_ALL = (*_TOP, "selfTest", "samples")
 
 
@@ -166,6 +167,7 @@ class Spec:
     extras: tuple[Extra, ...] = ()
     hooks: str | None = None
     max_batch: int | None = None
+    kernel: str | None = None  # pins the fast path's kernel (the build's --kernel)
     self_test: Mapping[str, Any] | None = field(default=None, compare=False)
     samples: Mapping[str, Any] | None = field(default=None, compare=False)
 
@@ -218,6 +220,10 @@ class Spec:
         mb = self.max_batch
         if mb is not None and (isinstance(mb, bool) or not isinstance(mb, int) or mb < 1):
             raise SpecError(f"spec: maxBatch must be a positive integer, not {mb!r}")
+        if self.kernel is not None and self.kernel not in KERNELS:
+            raise SpecError(
+                f"spec: kernel must be one of {', '.join(KERNELS)}, not {self.kernel!r}"
+            )
 
     # -- reading and writing ----------------------------------------------------------------------
 
@@ -247,6 +253,7 @@ class Spec:
             extras=tuple(extras),
             hooks=d.get("hooks"),
             max_batch=d.get("maxBatch"),
+            kernel=d.get("kernel"),
             self_test=d.get("selfTest"),
             samples=d.get("samples"),
         )
@@ -276,6 +283,8 @@ class Spec:
             out["hooks"] = self.hooks
         if self.max_batch is not None:
             out["maxBatch"] = self.max_batch
+        if self.kernel is not None:
+            out["kernel"] = self.kernel
         if self.self_test is not None:
             out["selfTest"] = self.self_test
         if self.samples is not None:

@@ -164,18 +164,16 @@ def _numeric_array(field: Field, arr: np.ndarray[Any, Any], errors: Errors) -> E
     elif kind not in "fiu":
         return None
     values = arr.astype(np.float64, copy=False)
-    with np.errstate(invalid="ignore"):
-        finite = np.isfinite(values)
-    valid = finite.copy()
+    finite = np.isfinite(values)
     if not finite.all():
+        # NaN is a null; an infinity is an error. Either way the slot is invalid and the bundle
+        # never reads its value.
         for r in np.flatnonzero(np.isinf(values)):
             errors.setdefault(int(r), f"input {field.name!r} is {values[r]}")
-        values = np.where(finite, values, 0.0)
     if field.type == "int" and kind == "f":
-        frac = finite & (values != np.floor(values))
-        for r in np.flatnonzero(frac):
+        for r in np.flatnonzero(finite & (values != np.floor(values))):
             errors.setdefault(int(r), f"input {field.name!r} is {values[r]!r}, not an integer")
-    return Encoded(valid.astype(np.uint8), values=values)
+    return Encoded(finite.view(np.uint8), values=values)
 
 
 def _is_null(v: Any) -> bool:
@@ -257,6 +255,10 @@ def _strings(field: Field, column: Any, n: int, errors: Errors) -> Encoded:
         return arrow
     if type(column).__module__.startswith("pandas"):
         column = column.to_numpy(dtype=object)
+    converted = _strings_by_arrow(column)
+    if converted is not None:
+        return converted
+    # Mixed values: one at a time, naming what is wrong with each.
     valid = np.ones(n, dtype=np.uint8)
     parts: list[bytes] = []
     lengths = np.zeros(n + 1, dtype=np.int64)
@@ -273,6 +275,20 @@ def _strings(field: Field, column: Any, n: int, errors: Errors) -> Encoded:
     if offsets[-1] > np.iinfo(np.int32).max:
         raise ValueError(f"column {field.name!r} holds more than 2 GiB of text in one batch")
     return Encoded(valid, offsets=offsets.astype(np.int32), data=b"".join(parts))
+
+
+def _strings_by_arrow(column: Any) -> Encoded | None:
+    """Python strings (None/NaN as nulls) converted by arrow in C: 3-4x faster than encoding
+    them one by one (bench/preprocess.py). None when a value is not a string."""
+    try:
+        import pyarrow as pa
+    except ImportError:  # pragma: no cover - PyFlink depends on pyarrow
+        return None
+    try:
+        arr = pa.array(column, type=pa.string(), from_pandas=True)
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        return None
+    return _arrow_strings(arr)
 
 
 def _arrow_strings(column: Any) -> Encoded | None:

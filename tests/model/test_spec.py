@@ -706,6 +706,10 @@ def test_round_trip(tmp_path: Path) -> None:
     assert Spec.load(spec.save(tmp_path / "spec.json")) == spec
     with pytest.raises(SpecError, match="cannot read the spec"):
         Spec.load(tmp_path / "missing.json")
+    pinned = dict(unfitted, kernel="dense-js")  # what the build's --kernel sets
+    assert Spec.from_dict(pinned).to_dict() == pinned
+    with pytest.raises(SpecError, match="kernel must be one of auto, dense-unrolled"):
+        Spec.from_dict(dict(unfitted, kernel="gpu"))
 
 
 # -- output kinds ------------------------------------------------------------------------------
