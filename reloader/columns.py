@@ -285,10 +285,13 @@ def _strings_by_arrow(column: Any) -> Encoded | None:
     except ImportError:  # pragma: no cover - PyFlink depends on pyarrow
         return None
     try:
-        arr = pa.array(column, type=pa.string(), from_pandas=True)
+        # Inferred, not cast: a cast to string would take bytes (and numbers) too.
+        arr = pa.array(column, from_pandas=True)
     except (pa.ArrowException, TypeError, ValueError, OverflowError):
         return None
-    return _arrow_strings(arr)
+    if pa.types.is_null(arr.type):
+        arr = arr.cast(pa.string())
+    return _arrow_strings(arr) if pa.types.is_string(arr.type) else None
 
 
 def _arrow_strings(column: Any) -> Encoded | None:
