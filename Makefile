@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TRAIN_PY := $(TRAIN_VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-train run test test-fast train bundle bench bench-quick lint typecheck clean
+.PHONY: setup setup-train run test test-fast train zoo bundle bench bench-quick lint typecheck clean
 
 setup: $(VENV)/.installed model/node_modules/.package-lock.json
 
@@ -39,9 +39,16 @@ test: setup setup-train
 test-fast: setup
 	$(PY) -m pytest -m 'not train' $(PYTEST_ARGS)
 
-# Regenerate the committed example models (model/examples/wine/v1, v2).
+# Regenerate the committed example models: wine/v1, v2, the penguins and the zoo (model/examples/).
 train: setup-train
 	$(TRAIN_PY) model/train.py
+	$(TRAIN_PY) model/train_penguins.py
+	$(TRAIN_PY) model/zoo.py
+
+# Regenerate the committed model zoo (model/examples/zoo): one small Keras model per activation and layer
+# type the fast-path kernels cover, and two they do not (tests/model/test_zoo.py, bench/zoo.py).
+zoo: setup-train
+	$(TRAIN_PY) model/zoo.py
 
 # Build a bundle store: make bundle MODEL=model/examples/wine/v2 OUT=build/wine
 MODEL ?= model/examples/wine/v2

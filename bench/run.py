@@ -4,6 +4,7 @@
 
 Runs each benchmark in its own process, one at a time (so none disturbs another's figures):
     v8_predict.py     fast-path rows/s vs numpy on the same weights, per batch size
+    zoo.py            the same for every model of the zoo (model/examples/zoo), with bundle sizes
     keras_vs_v8.py    fast path vs Keras `model(x)` (needs the train venv, else a skip reason)
     swap.py           swap stall under load, publish -> serve per store, RSS over many swaps
     job_throughput.py records/s of the job's paths beside identity jobs
@@ -39,6 +40,10 @@ from v8_predict import cpu_model
 KEYS: dict[str, tuple[str, str]] = {
     "v8_vs_numpy_b256": (">= 0.15", "V8 fast path rows/s ÷ numpy on the same weights, batch 256"),
     "v8_vs_numpy_b4096": (">= 0.15", "the same at batch 4,096"),
+    "zoo_min_vs_numpy_b256": (">= 0.15", "the lowest fast path ÷ numpy over the model zoo, b256"),
+    "zoo_median_vs_numpy_b256": ("", "the median of the same"),
+    "zoo_min_vs_numpy_b4096": ("", "the lowest at batch 4,096"),
+    "zoo_max_abs_vs_keras": ("<= 1e-5", "largest abs(fast path - Keras) over the zoo's rows"),
     "v8_vs_keras_b1": ("> 1", "V8 fast path ÷ Keras `model(x)` in Python, batch 1"),
     "v8_vs_keras_b256": ("> 1", "the same at batch 256"),
     "job_vectorized_vs_identity": (">= 0.8", "vectorized predict ÷ identity pandas UDF, p=1"),
@@ -82,6 +87,7 @@ def plan(quick: bool) -> list[tuple[str, str, list[str]]]:
     if quick:
         return [
             ("v8", "v8_predict.py", ["--seconds", "0.15", "--batches", "1,16,256,4096"]),
+            ("zoo", "zoo.py", ["--seconds", "0.05"]),
             ("keras", "keras_vs_v8.py", ["--quick", "--rounds", "3"]),
             ("swap", "swap.py", ["--swaps", "20", "--rss-swaps", "200"]),
             ("throughput", "job_throughput.py", ["--quick", "--records", "80000",
@@ -91,6 +97,7 @@ def plan(quick: bool) -> list[tuple[str, str, list[str]]]:
         ]  # fmt: skip
     return [
         ("v8", "v8_predict.py", ["--seconds", "0.3", "--batches", "1,4,16,64,256,1024,4096"]),
+        ("zoo", "zoo.py", ["--seconds", "0.2"]),
         ("keras", "keras_vs_v8.py", ["--seconds", "0.5"]),
         ("swap", "swap.py", ["--swaps", "100", "--rss-swaps", "1000"]),
         (
@@ -118,6 +125,18 @@ def collect(d: dict[str, Any]) -> tuple[dict[str, float], dict[str, str], dict[s
         for b in (256, 4096):
             if b in rows:
                 keys[f"v8_vs_numpy_b{b}"] = rows[b]["fast_vs_numpy"]
+    if "zoo" in d:
+        z = d["zoo"]
+        for b in (256, 4096):
+            if f"min_vs_numpy_b{b}" in z:
+                keys[f"zoo_min_vs_numpy_b{b}"] = z[f"min_vs_numpy_b{b}"]
+                notes[f"zoo_min_vs_numpy_b{b}_model"] = z[f"min_vs_numpy_b{b}_model"]
+        if "median_vs_numpy_b256" in z:
+            keys["zoo_median_vs_numpy_b256"] = z["median_vs_numpy_b256"]
+        if "max_fast_vs_keras" in z:
+            keys["zoo_max_abs_vs_keras"] = z["max_fast_vs_keras"]
+        if z.get("failed"):
+            notes["zoo_failed"] = z["failed"]
     if "keras" in d:
         k = d["keras"]
         for b in (1, 256):
@@ -192,6 +211,20 @@ def markdown(result: dict[str, Any], details: dict[str, Any]) -> str:
         lines += ["| batch | V8 fast path rows/s | numpy rows/s |", "|---:|---:|---:|"]
         for r in details["v8"]["rows"]:
             lines.append(f"| {r['batch']} | {r['fast_rows_s']:,.0f} | {r['numpy_rows_s']:,.0f} |")
+        lines.append("")
+    if "zoo" in details:
+        lines += [
+            "| zoo model | kernel | bundle bytes | build s | b256 fast/numpy | b4096 fast/numpy "
+            "| max abs vs Keras |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
+        for r in details["zoo"]["models"]:
+            ratios = [r["batches"].get(b, {}).get("fast_vs_numpy") for b in ("256", "4096")]
+            cells = [f"{v:.3f}" if v is not None else "-" for v in ratios]
+            lines.append(
+                f"| {r['model']} | {r['kernel']} | {r['bundle_bytes']:,} | {r['build_s']:.2f} "
+                f"| {cells[0]} | {cells[1]} | {r['fast_vs_keras']:.2g} |"
+            )
         lines.append("")
     k = details.get("keras", {})
     if "keras_rows_per_s" in k:
@@ -304,7 +337,7 @@ def main() -> int:
     )
     parser.add_argument("--quick", action="store_true", help="<= 3 min, smaller runs")
     parser.add_argument("--out", type=Path, default=BENCH / "results")
-    parser.add_argument("--only", help="comma-separated subset of: v8,keras,swap,throughput,"
+    parser.add_argument("--only", help="comma-separated subset of: v8,zoo,keras,swap,throughput,"
                         "latency,soak")  # fmt: skip
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ TRAIN_PYTHON = os.environ.get(
     "TRAIN_PYTHON", str(MODEL_DIR.parent / ".venv-train" / "bin" / "python")
 )
 
-SCRIPT = r'''
+SCRIPT = r"""
 import json, os, subprocess, sys
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -68,7 +68,7 @@ write_project(spec, project, predict=lambda x: net(tf.constant(x)).numpy(), samp
 features = spec.transform(records).matrix
 json.dump({"records": records, "outputs": net(tf.constant(features)).numpy().tolist()},
           open(os.path.join(out, "reference.json"), "w"))
-'''
+"""
 
 
 @pytest.mark.train
