@@ -5,6 +5,8 @@
 Runs each benchmark in its own process, one at a time (so none disturbs another's figures):
     v8_predict.py     fast-path rows/s vs numpy on the same weights, per batch size
     zoo.py            the same for every model of the zoo (model/examples/zoo), with bundle sizes
+    preprocess.py     raw typed records through V8 pre-processing vs encoded features
+    models.py         build time, bundle size and check's time per example model
     keras_vs_v8.py    fast path vs Keras `model(x)` (needs the train venv, else a skip reason)
     swap.py           swap stall under load, publish -> serve per store, RSS over many swaps
     job_throughput.py records/s of the job's paths beside identity jobs
@@ -44,6 +46,21 @@ KEYS: dict[str, tuple[str, str]] = {
     "zoo_median_vs_numpy_b256": ("", "the median of the same"),
     "zoo_min_vs_numpy_b4096": ("", "the lowest at batch 4,096"),
     "zoo_max_abs_vs_keras": ("<= 1e-5", "largest abs(fast path - Keras) over the zoo's rows"),
+    "typed_raw_vs_encoded_b256": (
+        ">= 0.5",
+        "raw typed records (strings, nulls) through V8 pre-processing + model ÷ the same model "
+        "fed encoded float32 features, batch 256",
+    ),
+    "typed_raw_vs_encoded_b4096": (">= 0.5", "the same at batch 4,096"),
+    "typed_host_vs_matrix_b256": (
+        "",
+        "the same through the production host (ModelRuntime.predict_columns from numpy and str "
+        "columns ÷ predict(features)), batch 256",
+    ),
+    "typed_host_vs_matrix_b4096": ("", "the same at batch 4,096"),
+    "penguins_build_s": ("", "the penguins example: make bundle, checks in node:vm included"),
+    "penguins_check_s": ("", "the penguins example: check (trial child, build, self-test, skew)"),
+    "penguins_bundle_kb": ("", "the penguins example's bundle (TF.js + model + pre-processing)"),
     "v8_vs_keras_b1": ("> 1", "V8 fast path ÷ Keras `model(x)` in Python, batch 1"),
     "v8_vs_keras_b256": ("> 1", "the same at batch 256"),
     "job_vectorized_vs_identity": (">= 0.8", "vectorized predict ÷ identity pandas UDF, p=1"),
@@ -88,6 +105,8 @@ def plan(quick: bool) -> list[tuple[str, str, list[str]]]:
         return [
             ("v8", "v8_predict.py", ["--seconds", "0.15", "--batches", "1,16,256,4096"]),
             ("zoo", "zoo.py", ["--seconds", "0.05"]),
+            ("preprocess", "preprocess.py", ["--seconds", "0.2"]),
+            ("models", "models.py", ["--rounds", "1"]),
             ("keras", "keras_vs_v8.py", ["--quick", "--rounds", "3"]),
             ("swap", "swap.py", ["--swaps", "20", "--rss-swaps", "200"]),
             ("throughput", "job_throughput.py", ["--quick", "--records", "80000",
@@ -98,6 +117,8 @@ def plan(quick: bool) -> list[tuple[str, str, list[str]]]:
     return [
         ("v8", "v8_predict.py", ["--seconds", "0.3", "--batches", "1,4,16,64,256,1024,4096"]),
         ("zoo", "zoo.py", ["--seconds", "0.2"]),
+        ("preprocess", "preprocess.py", ["--seconds", "1.0"]),
+        ("models", "models.py", ["--rounds", "3"]),
         ("keras", "keras_vs_v8.py", ["--seconds", "0.5"]),
         ("swap", "swap.py", ["--swaps", "100", "--rss-swaps", "1000"]),
         (
@@ -137,6 +158,18 @@ def collect(d: dict[str, Any]) -> tuple[dict[str, float], dict[str, str], dict[s
             keys["zoo_max_abs_vs_keras"] = z["max_fast_vs_keras"]
         if z.get("failed"):
             notes["zoo_failed"] = z["failed"]
+    if "preprocess" in d:
+        for r in d["preprocess"]["rows"]:
+            b = r["batch"]
+            keys[f"typed_raw_vs_encoded_b{b}"] = r["raw_vs_encoded"]
+            if "typed_vs_matrix" in r:
+                keys[f"typed_host_vs_matrix_b{b}"] = r["typed_vs_matrix"]
+    if "models" in d:
+        for r in d["models"]["models"]:
+            if r["model"] == "penguins":
+                keys["penguins_build_s"] = r["build_s"]
+                keys["penguins_check_s"] = r["check_s"]
+                keys["penguins_bundle_kb"] = r["bundle_bytes"] / 1024
     if "keras" in d:
         k = d["keras"]
         for b in (1, 256):
@@ -224,6 +257,29 @@ def markdown(result: dict[str, Any], details: dict[str, Any]) -> str:
             lines.append(
                 f"| {r['model']} | {r['kernel']} | {r['bundle_bytes']:,} | {r['build_s']:.2f} "
                 f"| {cells[0]} | {cells[1]} | {r['fast_vs_keras']:.2g} |"
+            )
+        lines.append("")
+    if "preprocess" in details:
+        lines += [
+            "| batch | raw rows/s | encoded rows/s | host typed rows/s | host matrix rows/s |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        for r in details["preprocess"]["rows"]:
+            lines.append(
+                f"| {r['batch']} | {r['raw_rows_s']:,.0f} | {r['encoded_rows_s']:,.0f} "
+                f"| {r.get('typed_rows_s', 0):,.0f} | {r.get('matrix_rows_s', 0):,.0f} |"
+            )
+        lines.append("")
+    if "models" in details:
+        lines += [
+            "| model | contract | kernel | bundle KB | build s | check s | check command s |",
+            "|---|---:|---|---:|---:|---:|---:|",
+        ]
+        for r in details["models"]["models"]:
+            lines.append(
+                f"| {r['model']} | {r['contract']} | {r['kernel']} "
+                f"| {r['bundle_bytes'] / 1024:.0f} | {r['build_s']:.2f} | {r['check_s']:.2f} "
+                f"| {r['check_cli_s']:.2f} |"
             )
         lines.append("")
     k = details.get("keras", {})
@@ -337,8 +393,8 @@ def main() -> int:
     )
     parser.add_argument("--quick", action="store_true", help="<= 3 min, smaller runs")
     parser.add_argument("--out", type=Path, default=BENCH / "results")
-    parser.add_argument("--only", help="comma-separated subset of: v8,zoo,keras,swap,throughput,"
-                        "latency,soak")  # fmt: skip
+    parser.add_argument("--only", help="comma-separated subset of: v8,zoo,preprocess,models,"
+                        "keras,swap,throughput,latency,soak")  # fmt: skip
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
