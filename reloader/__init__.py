@@ -4,6 +4,10 @@ Run a bundle (no network, no polling):
     runtime.py   `ModelRuntime`: one bundle in its own V8 isolate, zero-copy batched predict
     v8.py        mini-racer made safe for untrusted code (no timers, an eval that cannot hang)
     codec.py     records <-> float32 matrices by `ml.meta`; the meta's validation
+    columns.py   typed columns (numpy, pandas, arrow, lists) in the Arrow layout, typed per input
+    buffers.py   a contract-2 bundle's buffers and one batch of columns through them
+    outputs.py   the declared output kinds, decoded into output fields
+    selftest.py  the self-test's and the skew check's comparisons
     sandbox.py   a new bundle's first build in a memory- and time-limited child process
 
 Read a store (no V8):

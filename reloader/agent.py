@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from reloader.buffers import ColumnScores
 from reloader.codec import Matrix, Prediction
-from reloader.columns import ColumnScores
 from reloader.errors import BundleMemoryError, BundleTimeout, NotReady, RuntimeClosed
 from reloader.fetch import default_cache_dir
 from reloader.follower import StoreFollower

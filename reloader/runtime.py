@@ -5,8 +5,10 @@ the `ml` contract, awaits `ml.init()`, allocates the zero-copy buffers and runs 
 self-test; only then does the constructor return. Any failure closes the context and raises a typed
 `BundleError`.
 
-Length: one role (a bundle in V8) whose bulk is the checks of the contract's every step; the
-V8 plumbing lives in `reloader.v8`, the meta validation in `reloader.codec`.
+Length: one role (a bundle in V8, both contracts) whose bulk is the checks of the contract's
+every step; the V8 plumbing lives in `reloader.v8`, the meta validation in `reloader.codec`, the
+typed columns in `reloader.columns` and `reloader.buffers`, the self-test's arithmetic in
+`reloader.selftest`.
 
 Threading: a runtime belongs to one thread at a time (the one that predicts); close it on that
 thread. Context creation is serialized process-wide, because two contexts created at the same
@@ -33,14 +35,10 @@ from py_mini_racer import (
     MiniRacer,
 )
 
+from reloader import selftest
+from reloader.buffers import ColumnBuffers, ColumnScores
 from reloader.codec import Matrix, Prediction, RecordCodec, meta_from_contract, meta_problem
-from reloader.columns import (
-    ColumnBuffers,
-    ColumnScores,
-    check_records,
-    columns_from_records,
-    fields_from_schema,
-)
+from reloader.columns import check_records, columns_from_records, fields_from_schema
 from reloader.errors import (
     BundleError,
     BundleMemoryError,
@@ -48,7 +46,6 @@ from reloader.errors import (
     BundleTimeout,
     InputError,
     RuntimeClosed,
-    SelfTestError,
 )
 from reloader.outputs import output_kind
 from reloader.v8 import PRELUDE, Wedged, eval_js, new_context
@@ -333,107 +330,29 @@ class ModelRuntime:
             )
             spec = _parse_json(st, stage="selftest", what="ml.selfTest")
         if self.columns is not None:
-            return self._self_test_columns(spec)
-        try:
-            if not isinstance(spec, Mapping):
-                raise TypeError("no self-test")
-            inputs = np.asarray(spec["inputs"], dtype=np.float64)
-            expected = np.asarray(spec["expected"], dtype=np.float64)
-            tolerance = float(spec["tolerance"])
-            if (
-                inputs.ndim != 2
-                or inputs.shape[1] != len(self.meta.inputs)
-                or len(inputs) == 0
-                or expected.shape != (len(inputs), len(self.meta.outputs))
-                or not tolerance > 0
-            ):
-                raise ValueError("shapes")
-        except (TypeError, KeyError, ValueError):
-            raise BundleError(
-                "ml.selfTest must be {inputs: [[...]], expected: [[...]], tolerance > 0} with "
-                "one row per case, matching meta.inputs and meta.outputs",
-                stage="selftest",
-            ) from None
-        worst = 0.0
-        self.self_test_deltas = {}
-        self.self_test_inputs = inputs.astype(np.float32)
-        fast = self.predict(inputs)
-        records = self.predict_records(inputs.tolist())
-        try:
-            slow = np.asarray([r["scores"] for r in records], dtype=np.float64)
-        except (TypeError, KeyError, ValueError):
-            raise BundleOutputError(
-                "ml.predict results must be objects with a `scores` array", stage="selftest"
-            ) from None
-        for path, got in (("fast", fast), ("json", slow)):
-            if got.shape != expected.shape:
-                raise SelfTestError(path=path, row=0, max_delta=float("inf"), tolerance=tolerance)
-            delta = np.abs(got - expected)
-            delta[~np.isfinite(delta)] = np.inf
-            per_row = delta.max(axis=1)
-            if not (per_row <= tolerance).all():
-                row = int(np.argmax(per_row))
-                raise SelfTestError(
-                    path=path, row=row, max_delta=float(per_row[row]), tolerance=tolerance
-                )
-            worst = max(worst, float(per_row.max()))
-            self.self_test_deltas[path] = float(per_row.max())
-        return worst
-
-    def _self_test_columns(self, spec: Any) -> float:
-        """Contract 2: raw records through the typed path (this host's encoding, the fast
-        kernel) and the JSON path (the bundle's encoding, TF.js), both against `expected`."""
-        try:
-            if not isinstance(spec, Mapping):
-                raise TypeError("no self-test")
-            records = list(spec["records"])
-            expected = np.asarray(spec["expected"], dtype=np.float64)
-            tolerance = float(spec["tolerance"])
-            if (
-                not records
-                or not all(isinstance(r, Mapping) for r in records)
-                or expected.shape != (len(records), len(self.meta.outputs))
-                or not tolerance > 0
-            ):
-                raise ValueError("shapes")
-        except (TypeError, KeyError, ValueError):
-            raise BundleError(
-                "ml.selfTest must be {records: [{input: value}], expected: [[...]], "
-                "tolerance > 0} with one row of meta.outputs per record",
-                stage="selftest",
-            ) from None
-        self.self_test_records = [dict(r) for r in records]
-        typed = self.predict_columns(columns_from_records(records, self.meta.inputs), len(records))
-        if typed.errors:
-            row, why = min(typed.errors.items())
-            raise BundleError(f"self-test record {row} was refused: {why}", stage="selftest")
-        results = self.predict_records(records)
-        try:
-            for r in results:
-                if isinstance(r, Mapping) and r.get("error"):
-                    raise ValueError(r["error"])
-            slow = np.asarray([r["scores"] for r in results], dtype=np.float64)
-        except (TypeError, KeyError, ValueError) as e:
-            raise BundleOutputError(
-                f"ml.predict results must be objects with a `scores` array ({e})",
-                stage="selftest",
-            ) from None
-        worst = 0.0
-        self.self_test_deltas = {}
-        for path, got in (("fast", typed.scores), ("json", slow)):
-            if got.shape != expected.shape:
-                raise SelfTestError(path=path, row=0, max_delta=float("inf"), tolerance=tolerance)
-            delta = np.abs(got - expected)
-            delta[~np.isfinite(delta)] = np.inf
-            per_row = delta.max(axis=1)
-            if not (per_row <= tolerance).all():
-                row = int(np.argmax(per_row))
-                raise SelfTestError(
-                    path=path, row=row, max_delta=float(per_row[row]), tolerance=tolerance
-                )
-            worst = max(worst, float(per_row.max()))
-            self.self_test_deltas[path] = float(per_row.max())
-        return worst
+            records, expected, tolerance = selftest.records_spec(spec, len(self.meta.outputs))
+            self.self_test_records = records
+            typed = self.predict_columns(
+                columns_from_records(records, self.meta.inputs), len(records)
+            )
+            if typed.errors:
+                row, why = min(typed.errors.items())
+                raise BundleError(f"self-test record {row} was refused: {why}", stage="selftest")
+            paths = {
+                "fast": typed.scores,
+                "json": selftest.json_scores(self.predict_records(records)),
+            }
+        else:
+            inputs, expected, tolerance = selftest.matrix_spec(
+                spec, len(self.meta.inputs), len(self.meta.outputs)
+            )
+            self.self_test_inputs = inputs.astype(np.float32)
+            paths = {
+                "fast": self.predict(inputs),
+                "json": selftest.json_scores(self.predict_records(inputs.tolist())),
+            }
+        self.self_test_deltas = selftest.compare(paths, expected, tolerance)
+        return max(self.self_test_deltas.values())
 
     def feature_skew(self) -> dict[str, Any] | None:
         """Train/serve skew on the bundle's sample records (`ml.samples`: the features the
@@ -449,30 +368,7 @@ class ModelRuntime:
             timeout=self.call_timeout,
         )
         found = _parse_json(text, stage="selftest", what="ml.samples")
-        if found is None:
-            return None
-        try:
-            names = [str(v) for v in found["samples"]["names"]]
-            want = np.asarray(found["samples"]["features"], dtype=np.float64)
-            got = np.asarray(found["got"]["rows"], dtype=np.float64)
-            if want.shape != got.shape or want.ndim != 2 or want.shape[1] != len(names):
-                raise ValueError("shapes")
-        except (TypeError, KeyError, ValueError):
-            raise BundleError(
-                "ml.samples / ml.features do not match: expected {names, features} and rows of "
-                "the same shape",
-                stage="selftest",
-            ) from None
-        delta = np.abs(got - want) / np.maximum(1.0, np.abs(want))
-        per_feature = delta.max(axis=0) if len(delta) else np.zeros(len(names))
-        worst = int(np.argmax(per_feature)) if len(names) else 0
-        return {
-            "records": int(want.shape[0]),
-            "features": len(names),
-            "max_delta": float(per_feature.max()) if len(names) else 0.0,
-            "worst_feature": names[worst] if names else None,
-            "errors": len(found["got"].get("errors") or ()),
-        }
+        return None if found is None else selftest.skew(found)
 
     def close(self) -> None:
         """Frees the V8 context. Safe to call twice; call it on the thread that predicts."""
