@@ -19,6 +19,7 @@ Read a store (no V8):
 
 Follow a store (joins the two):
     load.py      the one fetch -> verify -> trial -> build -> self-test -> warm-up path; `check`
+    compat.py    the schema gate: does a version fit the columns a running job fixed?
     serving.py   the serving pointer and the swap (processing thread)
     follower.py  the poll/build worker and its failure policy (poll thread)
     agent.py     `HotModel`: owns the three above and the life cycle

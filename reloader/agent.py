@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from reloader.buffers import ColumnScores
 from reloader.codec import Matrix, Prediction
+from reloader.compat import Fixed
 from reloader.errors import BundleMemoryError, BundleTimeout, NotReady, RuntimeClosed
 from reloader.fetch import default_cache_dir
 from reloader.follower import StoreFollower
@@ -62,6 +63,9 @@ class HotModel:
             without touching this process.
         trial_memory, trial_timeout: that child's memory (bytes, default 4 x heap_limit) and
             wall-clock (seconds, default 2 x init_timeout + 10 x call_timeout) limits.
+        fixed: the typed columns the caller fixed when it started (`reloader.compat.Fixed`): a
+            version that does not fit them is refused (`IncompatibleBundle`) and quarantined,
+            and the current one keeps serving. The first version must fit too.
         watch: use file-system events for local stores.
         clock: time source of the poll thread (tests inject one).
         source: an already opened `Source` (default: `open_source(url, **source_options)`).
@@ -86,6 +90,7 @@ class HotModel:
         trial: bool = True,
         trial_memory: int | None = None,
         trial_timeout: float | None = None,
+        fixed: Fixed | None = None,
         watch: bool = True,
         clock: Clock | None = None,
         source: Source | None = None,
@@ -106,6 +111,7 @@ class HotModel:
             trial=trial,
             trial_memory=trial_memory,
             trial_timeout=trial_timeout,
+            fixed=fixed,
         )
         self.poll_interval = poll_interval
         self.jitter = jitter

@@ -47,6 +47,15 @@ class BundleError(ReloaderError):
         super().__init__(text)
 
 
+class IncompatibleBundle(BundleError):
+    """A version that does not fit the columns the job fixed when it started (an input it does
+    not have, another output kind, an extra it writes that the version no longer makes): refused
+    before it serves, and quarantined like any bad bundle (`reloader.compat`)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, stage="schema")
+
+
 class BundleTimeout(BundleError):
     """A call into the bundle ran past its timeout and was terminated."""
 

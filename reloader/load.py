@@ -18,8 +18,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from reloader import compat
 from reloader.codec import BundleMeta
-from reloader.errors import MissingObject, NotReady, SourceError
+from reloader.compat import Fixed
+from reloader.errors import IncompatibleBundle, MissingObject, NotReady, SourceError
 from reloader.fetch import download_bundle
 from reloader.layout import DEFAULT_MAX_BUNDLE_BYTES
 from reloader.manifest import Manifest, load_public_key, parse
@@ -49,6 +51,9 @@ class LoadSettings:
         trial_memory: the child's memory limit in bytes (resident set; default 4 x heap_limit).
         trial_timeout: the child's wall-clock limit in seconds (default 2 x init_timeout +
             10 x call_timeout).
+        fixed: what the job serving the model fixed when it started (its typed columns); a
+            version that does not fit them is refused with `IncompatibleBundle`
+            (`reloader.compat`).
     """
 
     cache_dir: Path | None = None
@@ -62,6 +67,7 @@ class LoadSettings:
     trial: bool = True
     trial_memory: int | None = None
     trial_timeout: float | None = None
+    fixed: Fixed | None = None
 
     def __post_init__(self) -> None:
         if self.max_bundle_bytes <= 0:
@@ -131,6 +137,10 @@ class Loader:
             self_test=self_test,
         )
         try:
+            if s.fixed is not None:
+                why = compat.problem(runtime.meta, s.fixed)
+                if why is not None:
+                    raise IncompatibleBundle(why)
             runtime.warm_up(rows=s.warmup_rows, calls=s.warmup_calls)
         except BaseException:
             runtime.close()
