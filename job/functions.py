@@ -29,8 +29,9 @@ from pyflink.datastream.state import ListStateDescriptor
 from pyflink.table.udf import FunctionContext, ScalarFunction
 
 from job.mixin import ModelSettings, ReloaderMixin
-from job.scoring import INVALID, Batch, Scorer, parse_record
+from job.scoring import INVALID, Batch, Scored, Scorer, parse_record
 from reloader.errors import BundleError, RuntimeClosed
+from reloader.values import Versioned
 
 log = logging.getLogger("job")
 
@@ -54,37 +55,50 @@ class _Predicting(ReloaderMixin):
         self.scorer.subtask = self.subtask
 
     def predict_batch(self, batch: Batch) -> list[str]:
-        """JSON lines for `batch`; a model that fails on it yields error records, never a crash.
+        """JSON lines for `batch`; a model that fails on it yields error records, never a crash
+        (see `score_batch`)."""
+        if batch.size == 0:
+            return []
+        result, why = self.score_batch(batch)
+        if result is None:
+            return self._failed(batch, why)
+        return self.scorer.format(batch, result)
+
+    def score_batch(self, batch: Batch) -> tuple[Versioned[Scored] | None, str]:
+        """The model's results for `batch`, or None and why the model could not score it.
 
         A runtime broken by this batch (timeout, heap) is rebuilt by the reloader; the batch is
         retried once on the rebuilt runtime. A batch that breaks it again, or that the bundle
-        rejects, becomes error records naming the cause.
+        rejects, is not scored; the caller writes error records naming the cause.
         """
-        if batch.size == 0:
-            return []
         deadline = time.monotonic() + REBUILD_WAIT_SECONDS
         attempts = 0
         while True:
             try:
-                result, lines = self.scorer.score(self.run_model, batch)
+                result = self.scorer.predict(self.run_model, batch)
             except RuntimeClosed as e:
                 if time.monotonic() < deadline:
                     time.sleep(0.01)  # the poll thread is rebuilding the runtime
                     continue
-                return self._failed(batch, f"model unavailable: {e}")
+                return None, f"model unavailable: {e}"
             except BundleError as e:
                 attempts += 1
                 if attempts == 1 and time.monotonic() < deadline:
                     continue  # a broken runtime is rebuilt: RuntimeClosed until then
-                return self._failed(batch, f"model failed on this batch: {e}")
+                return None, f"model failed on this batch: {e}"
             self.count_predictions(int(result.value.ok.sum()))
-            return lines
+            return result, ""
 
     def _failed(self, batch: Batch, why: str) -> list[str]:
+        version, sha256 = self.failed_version(batch, why)
+        return self.scorer.errors_only(batch, why, version, sha256)
+
+    def failed_version(self, batch: Batch, why: str) -> tuple[str, str]:
+        """Logs a batch the model could not score; the version and hash it was meant for."""
         assert self.model is not None
         info = self.model.info
         log.warning("%s %d records not predicted: %s", self.log_prefix, batch.size, why)
-        return self.scorer.errors_only(batch, why, info.version or "", info.sha256 or "")
+        return info.version or "", info.sha256 or ""
 
 
 def as_record(value: Any) -> dict[str, Any]:

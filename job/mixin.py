@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeVar
 
 from reloader.agent import HotModel
+from reloader.compat import Fixed
 from reloader.layout import DEFAULT_MAX_BUNDLE_BYTES
 from reloader.runtime import ModelRuntime
 from reloader.values import ModelInfo, Versioned
@@ -65,6 +66,9 @@ class ModelSettings:
     trial: bool = True
     trial_memory_mb: int = 0
     source_options: dict[str, Any] = field(default_factory=dict)
+    # The typed columns the job fixed when it started (reloader.compat): a version that does not
+    # fit them is refused before it serves. Set by the functions of job.table.
+    fixed: Fixed | None = None
 
     def with_parameters(self, get: Any) -> ModelSettings:
         """A copy with any `model.*` job parameter applied (`get(key, default) -> str`)."""
@@ -94,6 +98,7 @@ class ModelSettings:
             trial=self.trial,
             trial_memory=(self.trial_memory_mb << 20) or None,
             source_options=self.source_options,
+            fixed=self.fixed,
         )
 
     def as_parameters(self) -> dict[str, str]:
@@ -109,11 +114,12 @@ class ModelSettings:
 @functools.cache
 def _parameters() -> dict[str, str]:
     """ModelSettings field -> its job parameter `model.<name with '-'>`: every field but the
-    source options (keyword arguments of a store backend, not one value)."""
+    source options (keyword arguments of a store backend, not one value) and the fixed columns
+    (the job's own schema, not a setting)."""
     return {
         f.name: PARAM_PREFIX + f.name.replace("_", "-")
         for f in fields(ModelSettings)
-        if f.name != "source_options"
+        if f.name not in ("source_options", "fixed")
     }
 
 

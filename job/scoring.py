@@ -96,8 +96,14 @@ class Scorer:
         self, run: Callable[[Callable[[ModelRuntime], Scored]], Versioned[Scored]], batch: Batch
     ) -> tuple[Versioned[Scored], list[str]]:
         """Predicts `batch` on the current model; returns the results and one JSON line per row."""
-        result = run(lambda rt: self._predict(rt, batch))
+        result = self.predict(run, batch)
         return result, self.format(batch, result)
+
+    def predict(
+        self, run: Callable[[Callable[[ModelRuntime], Scored]], Versioned[Scored]], batch: Batch
+    ) -> Versioned[Scored]:
+        """Predicts `batch` on the current model, unformatted (for typed outputs)."""
+        return run(lambda rt: self._predict(rt, batch))
 
     def _predict(self, rt: ModelRuntime, batch: Batch) -> Scored:
         if rt.columns is not None:

@@ -1,0 +1,239 @@
+"""The model as a Flink SQL / Table API function: the model's inputs as typed columns in, a typed
+ROW out.
+
+    from job.table import register_model
+    sig = register_model(t_env, "penguins", ModelSettings(url="s3://models/penguins"))
+    t_env.sql_query(f"SELECT id, p.label, p.score, p.model_version "
+                    f"FROM (SELECT id, {sig.call('penguins')} AS p FROM observations)")
+
+Registration loads the version the store serves now (the same check `python -m reloader check`
+makes) and fixes the function's signature from it: one parameter per raw input of the model, in
+its declared order and SQL type, and a ROW whose fields follow the declared output kind (the same
+names as the JSON output: `label`, `score`, `probabilities`, `probability`, `value`, `values`, the
+extras), plus `model_version`, `model_sha256` and `error`. The job's columns are then fixed: a
+later version that needs an input the call does not pass, or whose outputs do not fit the ROW, is
+refused before it serves (`reloader.compat`), and the current version keeps serving.
+
+The function is a pandas UDF: one V8 call per Arrow batch, the columns handed to the bundle as
+they are (`reloader.columns`), no JSON on the way in or out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from job.functions import _Predicting
+from job.mixin import ModelSettings
+from job.scoring import Batch, Scored
+from reloader.codec import BundleMeta
+from reloader.compat import Fixed, input_types, output_shape
+from reloader.values import Versioned
+
+try:  # the driver and the Python workers have PyFlink; this module's pure parts do not need it
+    from pyflink.table.udf import FunctionContext, ScalarFunction
+except ImportError:  # pragma: no cover
+    ScalarFunction = object
+    FunctionContext = Any
+
+# Column kinds of the ROW, mapped to SQL types in `result_type`.
+STRING, DOUBLE, MAP, ARRAY = "STRING", "DOUBLE", "MAP<STRING, DOUBLE>", "ARRAY<STRING>"
+SQL_INPUT = {
+    "float": "DOUBLE",
+    "int": "BIGINT",
+    "bool": "BOOLEAN",
+    "string": "STRING",
+    "timestamp": "TIMESTAMP(3)",
+}
+TRAILER = (("model_version", STRING), ("model_sha256", STRING), ("error", STRING))
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A model function's parameters and result, fixed when it is registered."""
+
+    inputs: tuple[tuple[str, str], ...]  # (input name, spec type), in call order
+    fields: tuple[tuple[str, str], ...]  # (ROW field, SQL type)
+    shape: Mapping[str, Any]  # reloader.compat.output_shape of the version it was made for
+
+    def call(self, function: str, columns: Mapping[str, str] | None = None) -> str:
+        """The SQL call text: `function(`col`, ...)`, each input taken from the column of the
+        same name (or the one `columns` maps it to)."""
+        names = [(columns or {}).get(name, name) for name, _ in self.inputs]
+        return f"{function}({', '.join(f'`{n}`' for n in names)})"
+
+    def fixed(self) -> Fixed:
+        return Fixed(dict(self.inputs), dict(self.shape))
+
+    def input_types(self) -> list[Any]:
+        from pyflink.table import DataTypes
+
+        kinds = {
+            "float": DataTypes.DOUBLE(),
+            "int": DataTypes.BIGINT(),
+            "bool": DataTypes.BOOLEAN(),
+            "string": DataTypes.STRING(),
+            "timestamp": DataTypes.TIMESTAMP(3),
+        }
+        return [kinds[kind] for _, kind in self.inputs]
+
+    def result_type(self) -> Any:
+        from pyflink.table import DataTypes
+
+        sql = {
+            STRING: DataTypes.STRING(),
+            DOUBLE: DataTypes.DOUBLE(),
+            MAP: DataTypes.MAP(DataTypes.STRING(), DataTypes.DOUBLE()),
+            ARRAY: DataTypes.ARRAY(DataTypes.STRING()),
+        }
+        return DataTypes.ROW([DataTypes.FIELD(name, sql[kind]) for name, kind in self.fields])
+
+
+def signature(meta: BundleMeta) -> Signature:
+    """The function signature a version implies."""
+    inputs = tuple((name, kind) for name, (kind, _) in input_types(meta).items())
+    shape = output_shape(meta)
+    out: list[tuple[str, str]] = []
+    schema_output = (meta.schema or {}).get("output") or {"kind": "multiclass"}
+    heads = schema_output.get("heads") if shape["kind"] == "multi" else None
+    for head in heads or [schema_output]:
+        prefix = f"{head['name']}_" if heads else ""
+        out += [(prefix + name, kind) for name, kind in _kind_fields(head)]
+    out += [
+        (name, STRING if kind == "string" else DOUBLE) for name, kind in shape["extras"].items()
+    ]
+    return Signature(inputs, (*out, *TRAILER), shape)
+
+
+def _kind_fields(output: Mapping[str, Any]) -> list[tuple[str, str]]:
+    kind = output["kind"]
+    if kind == "multiclass":
+        fields = [("label", STRING), ("score", DOUBLE), ("probabilities", MAP)]
+        return fields + ([("top_k", ARRAY)] if output.get("top_k") else [])
+    if kind == "binary":
+        return [("label", STRING), ("probability", DOUBLE)]
+    names = output.get("names") or ["value"]
+    return [("value", DOUBLE)] if len(names) == 1 else [("values", MAP)]
+
+
+def model_function(settings: ModelSettings) -> tuple[Any, Signature]:
+    """The pandas UDF for the version `settings.url` serves now, and its signature."""
+    from pyflink.table.udf import udf
+
+    from reloader.load import check
+
+    hot = settings.hot_model()  # not started: only its load settings are used
+    report = check(settings.url, hot.settings, source_options=settings.source_options)
+    sig = signature(report.meta)
+    fn = PredictTable(sig, replace(settings, fixed=sig.fixed()))
+    return (
+        udf(fn, input_types=sig.input_types(), result_type=sig.result_type(), func_type="pandas"),
+        sig,
+    )
+
+
+def register_model(t_env: Any, name: str, settings: ModelSettings) -> Signature:
+    """Registers the model as the temporary system function `name`; returns its signature."""
+    fn, sig = model_function(settings)
+    t_env.create_temporary_system_function(name, fn)
+    return sig
+
+
+class PredictTable(_Predicting, ScalarFunction):  # type: ignore[misc]
+    """The pandas UDF behind `model_function`: typed columns in, a DataFrame of the ROW out."""
+
+    def __init__(self, sig: Signature, settings: ModelSettings) -> None:
+        _Predicting.__init__(self, settings)
+        self.sig = sig
+
+    def open(self, function_context: FunctionContext) -> None:
+        self._setup(function_context)
+
+    def close(self) -> None:
+        self.close_model()
+
+    def eval(self, *series: pd.Series) -> pd.DataFrame:
+        columns = {name: s for (name, _), s in zip(self.sig.inputs, series, strict=True)}
+        batch = Batch(columns=columns)
+        result, why = self.score_batch(batch) if batch.size else (None, "")
+        if result is None:
+            version, sha256 = self.failed_version(batch, why) if batch.size else ("", "")
+            return frame_of_errors(self.sig, batch.size, why, version, sha256)
+        return frame(self.sig, result)
+
+
+def frame(sig: Signature, result: Versioned[Scored]) -> pd.DataFrame:
+    """The ROW's columns for one scored batch (error rows: nulls and `error`)."""
+    s = result.value
+    n = len(s.ok)
+    rows = np.flatnonzero(s.ok).tolist()
+    out: dict[str, Any] = {}
+    if s.kind is None:  # contract 1 or a plain multiclass: decoded here, by column
+        labels = np.asarray(s.labels, dtype=object)
+        best = s.probabilities.argmax(axis=1) if len(rows) else np.zeros(0, dtype=np.int64)
+        values = {
+            "label": labels[best].tolist(),
+            "score": s.probabilities.max(axis=1).astype(np.float64).tolist() if len(rows) else [],
+            "probabilities": [
+                list(zip(s.labels, p, strict=True)) for p in s.probabilities.tolist()
+            ],
+        }
+    else:
+        decoded = [_flat(s.kind.fields(p), s.kind.kind) for p in s.probabilities.tolist()]
+        extras = sig.shape["extras"]
+        values = {
+            name: [_sql_value(d.get(name), kind) for d in decoded]
+            for name, kind in sig.fields
+            if name not in extras
+        }
+    for name, kind in sig.fields[: -len(TRAILER)]:
+        got = values.get(name)
+        if got is None and s.extras and name in s.extras:
+            extra = s.extras[name]
+            got = [_sql_value(extra[r], kind) for r in rows]
+        col: list[Any] = [None] * n
+        if got is not None:
+            for k, r in enumerate(rows):
+                col[r] = got[k]
+        out[name] = col
+    errors: list[str | None] = [None] * n
+    for r, why in s.errors.items():
+        errors[r] = why
+    out["model_version"] = [result.version] * n
+    out["model_sha256"] = [result.sha256] * n
+    out["error"] = errors
+    return pd.DataFrame(out, columns=[f for f, _ in sig.fields])
+
+
+def _flat(fields: dict[str, Any], kind: str) -> dict[str, Any]:
+    """A `multi` output's per-head objects as `head_field` keys (the ROW is flat)."""
+    if kind != "multi":
+        return fields
+    return {f"{head}_{k}": v for head, sub in fields.items() for k, v in sub.items()}
+
+
+def frame_of_errors(sig: Signature, n: int, why: str, version: str, sha256: str) -> pd.DataFrame:
+    """Every row an error: the model could not score this batch."""
+    out: dict[str, Any] = {name: [None] * n for name, _ in sig.fields}
+    out["model_version"] = [version] * n
+    out["model_sha256"] = [sha256] * n
+    out["error"] = [why] * n
+    return pd.DataFrame(out, columns=[f for f, _ in sig.fields])
+
+
+def _sql_value(value: Any, kind: str) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, float | np.floating) and not np.isfinite(value):
+        return None
+    if kind == MAP:
+        return [(str(k), float(v)) for k, v in value.items()]
+    if kind == ARRAY:
+        return [str(pair[0]) for pair in value]
+    if kind == DOUBLE:
+        return float(value)
+    return value
