@@ -151,7 +151,13 @@ class PredictBatched(_Predicting, KeyedProcessFunction):  # type: ignore[misc]
         """Per-record hook: the record to predict (by column name), or None to drop it."""
         return as_record(value)
 
-    def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Iterator[str]:
+    def emit(self, batch: Batch) -> Iterable[Any]:
+        """Batch hook: what one batch of accepted records becomes downstream. JSON lines here;
+        override it to emit your own types, using `score_batch(batch)` (the model's results and
+        the version that made them, or why the model could not score the batch)."""
+        return self.predict_batch(batch)
+
+    def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
         row = self.accept(value)
         if row is None:
             return
@@ -168,17 +174,17 @@ class PredictBatched(_Predicting, KeyedProcessFunction):  # type: ignore[misc]
             buffered.append(row)
             self.pending.clear()
             self.counts[key] = 0
-            yield from self.predict_batch(Batch(records=buffered))
+            yield from self.emit(Batch(records=buffered))
         else:
             self.pending.add(row)
             self.counts[key] = n
 
-    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[str]:
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
         buffered = list(self.pending.get() or ())
         self.counts[ctx.get_current_key()] = 0
         if buffered:
             self.pending.clear()
-            yield from self.predict_batch(Batch(records=buffered))
+            yield from self.emit(Batch(records=buffered))
 
 
 class PredictVectorized(_Predicting, ScalarFunction):  # type: ignore[misc]
