@@ -50,6 +50,12 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("--execution-mode", "execution_mode", str, f"python.execution-mode: {', '.join(MODES)}"),
     ("--roll-interval", "roll_interval", str, "dir: sink: close part files after, e.g. '1 min'"),
     ("--restart-attempts", "restart_attempts", int, "fixed-delay restarts before giving up"),
+    (
+        "--prometheus-port",
+        "prometheus_port",
+        str,
+        "serve Flink's metrics for Prometheus on this port (or range, e.g. 9250-9260)",
+    ),
 ]
 
 

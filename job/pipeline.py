@@ -24,6 +24,7 @@ from typing import Any
 
 from job.functions import JSON_LINES, PredictBatched, PredictRecord, PredictVectorized
 from job.mixin import ModelSettings
+from job.prometheus import add_reporter_to_local_classpath, reporter_configuration
 
 APIS = ("process", "vectorized", "record")
 MODES = ("auto", "process", "thread")
@@ -57,6 +58,7 @@ class JobOptions:
     execution_mode: str = "auto"  # python.execution-mode; auto: see `python_mode`
     restart_attempts: int = 3
     roll_interval: str = "1 min"  # dir: sink: a part file is closed after this long
+    prometheus_port: str = ""  # a port or range: Flink's Prometheus reporter serves the metrics
     name: str = "tf-on-flink predict"
     extra_config: dict[str, str] = field(default_factory=dict)
 
@@ -123,6 +125,8 @@ def flink_configuration(opts: JobOptions) -> dict[str, str]:
     if opts.checkpoint_dir:
         conf["execution.checkpointing.storage"] = "filesystem"
         conf["execution.checkpointing.dir"] = Path(opts.checkpoint_dir).resolve().as_uri()
+    if opts.prometheus_port:
+        conf.update(reporter_configuration(opts.prometheus_port))
     if opts.python_mode == "thread":
         # Thread mode runs Python inside the JVM: it needs this venv's packages on the path.
         paths = [p for p in sys.path if p and os.path.isdir(p)]
@@ -139,6 +143,8 @@ def environments(opts: JobOptions) -> tuple[Any, Any]:
     from pyflink.datastream import StreamExecutionEnvironment
     from pyflink.table import StreamTableEnvironment
 
+    if opts.prometheus_port:
+        add_reporter_to_local_classpath()  # before PyFlink starts its gateway JVM
     conf = Configuration()
     for key, value in flink_configuration(opts).items():
         conf.set_string(key, value)
