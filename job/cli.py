@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from job.mixin import parameter_value
-from job.pipeline import APIS, FILE_SOURCES, MODES, JobOptions
+from job.pipeline import APIS, FILE_SOURCES, MODES, TYPED_FORMATS, JobOptions
 from reloader.errors import ReloaderError
 
 ENV_PREFIX = "PREDICT_JOB_"
@@ -29,9 +29,21 @@ _FLAGS: list[tuple[str, str, type, str]] = [
         "--source",
         "source",
         str,
-        "'wine' (the WINE rows replayed), dir:PATH (JSON lines, followed), files:PATH (once)",
+        "'wine' (the WINE rows replayed), dir:PATH (JSON lines, followed), files:PATH (once), "
+        "csv:PATH or json:PATH (typed columns, Flink's filesystem connector)",
     ),
-    ("--sink", "sink", str, "'print' or dir:PATH (rolling files, committed on checkpoints)"),
+    (
+        "--sink",
+        "sink",
+        str,
+        "'print', dir:PATH (JSON lines, committed on checkpoints), csv:PATH or json:PATH (typed)",
+    ),
+    (
+        "--columns",
+        "columns",
+        str,
+        "csv:/json: source: its columns as SQL, e.g. 'id BIGINT, x DOUBLE' (default: id + inputs)",
+    ),
     ("--api", "api", str, f"prediction path: {', '.join(APIS)} (record: one V8 call per row)"),
     ("--parallelism", "parallelism", int, "subtasks of the predict operator"),
     ("--checkpoint-dir", "checkpoint_dir", str, "where checkpoints go (turns them on)"),
@@ -151,7 +163,7 @@ def preflight(opts: JobOptions) -> None:
 
     Raises `OSError` for the source, the `ReloaderError` of the step that failed for the model.
     """
-    if opts.source.startswith(FILE_SOURCES):
+    if opts.source.startswith((*FILE_SOURCES, *TYPED_FORMATS)):
         path = Path(opts.source.partition(":")[2])
         if not path.is_dir():
             what = "is not a directory" if path.exists() else "does not exist"

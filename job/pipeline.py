@@ -31,6 +31,7 @@ MODES = ("auto", "process", "thread")
 MAX_PARALLELISM = 128
 WINE_RECORDS = 20_000  # the wine source's length when `records` is not given
 FILE_SOURCES = ("dir:", "files:")  # JSON lines in a directory: followed, or read once
+TYPED_FORMATS = ("csv:", "json:")  # Flink's filesystem connector, typed columns
 
 
 @dataclass
@@ -59,6 +60,7 @@ class JobOptions:
     restart_attempts: int = 3
     roll_interval: str = "1 min"  # dir: sink: a part file is closed after this long
     prometheus_port: str = ""  # a port or range: Flink's Prometheus reporter serves the metrics
+    columns: str = ""  # csv:/json: source: its columns as SQL (default: id + the model's inputs)
     name: str = "tf-on-flink predict"
     extra_config: dict[str, str] = field(default_factory=dict)
 
@@ -67,16 +69,29 @@ class JobOptions:
             raise ValueError(f"api must be one of {', '.join(APIS)}, got {self.api!r}")
         if self.execution_mode not in MODES:
             raise ValueError(f"execution mode must be one of {', '.join(MODES)}")
-        if not (self.source == "wine" or self.source.startswith(FILE_SOURCES)):
+        if not (self.source == "wine" or self.source.startswith((*FILE_SOURCES, *TYPED_FORMATS))):
             raise ValueError(
-                f"source must be 'wine', 'dir:PATH' or 'files:PATH', got {self.source!r}"
+                "source must be 'wine', 'dir:PATH', 'files:PATH', 'csv:PATH' or 'json:PATH', "
+                f"got {self.source!r}"
             )
-        if not (self.sink == "print" or self.sink.startswith("dir:")):
-            raise ValueError(f"sink must be 'print' or 'dir:PATH', got {self.sink!r}")
+        if not (self.sink == "print" or self.sink.startswith(("dir:", *TYPED_FORMATS))):
+            raise ValueError(
+                f"sink must be 'print', 'dir:PATH', 'csv:PATH' or 'json:PATH', got {self.sink!r}"
+            )
+        if self.sink.startswith(TYPED_FORMATS) and not self.typed:
+            raise ValueError("a csv:/json: sink takes typed results: use a csv:/json: source")
+        if self.typed and self.sink.startswith("dir:"):
+            raise ValueError("a csv:/json: source gives typed results: use a json:PATH sink")
         if not self.model:
             raise ValueError("no model URL (--model / PREDICT_JOB_MODEL)")
         if self.parallelism < 1 or self.batch_size < 1 or (self.records or 0) < 0 or self.rate < 0:
             raise ValueError("parallelism and batch size must be >= 1, records and rate >= 0")
+
+    @property
+    def typed(self) -> bool:
+        """Typed columns end to end: Flink's filesystem connector in, the SQL function, typed
+        columns out (`job.table`)."""
+        return self.source.startswith(TYPED_FORMATS)
 
     @property
     def python_mode(self) -> str:
@@ -85,14 +100,15 @@ class JobOptions:
         bundle), "process" for the vectorized path (pandas UDFs run in process mode)."""
         if self.execution_mode != "auto":
             return self.execution_mode
-        return "process" if self.api == "vectorized" else "thread"
+        return "process" if self.api == "vectorized" or self.typed else "thread"
 
     @property
     def checkpointing_ms(self) -> int:
         if self.checkpoint_interval_ms:
             return self.checkpoint_interval_ms
         # A dir: sink commits its files on checkpoints: without them nothing would be visible.
-        return 5000 if self.sink.startswith("dir:") or self.checkpoint_dir else 0
+        files = self.sink.startswith(("dir:", *TYPED_FORMATS))
+        return 5000 if files or self.checkpoint_dir else 0
 
     def model_settings(self) -> ModelSettings:
         return ModelSettings(
@@ -227,6 +243,8 @@ def build(opts: JobOptions, env: Any, t_env: Any, *, predictor: Any = None) -> A
 
     opts.validate()
     settings = opts.model_settings()
+    if opts.typed:
+        return typed_table(opts, t_env, settings)
     if opts.source == "wine":
         records = WINE_RECORDS if opts.records is None else opts.records
         table = wine_source(env, t_env, opts.rate, records)
@@ -272,8 +290,45 @@ def build(opts: JobOptions, env: Any, t_env: Any, *, predictor: Any = None) -> A
     return t_env.from_data_stream(out).alias("record")
 
 
+def typed_table(opts: JobOptions, t_env: Any, settings: ModelSettings) -> Any:
+    """csv:/json: in, typed columns out: the source table's columns that are not the model's
+    inputs (e.g. `id`) and the fields of the model function's ROW."""
+    from job.table import SQL_INPUT, register_model
+
+    sig = register_model(t_env, "model_predict", settings)
+    fmt, _, path = opts.source.partition(":")
+    columns = opts.columns or ", ".join(
+        ["`id` BIGINT", *(f"`{name}` {SQL_INPUT[kind]}" for name, kind in sig.inputs)]
+    )
+    t_env.execute_sql(
+        f"CREATE TEMPORARY TABLE model_input ({columns}) WITH ("
+        f"{_file_options(fmt, path)}, '{fmt}.ignore-parse-errors' = 'true')"
+    )
+    names = t_env.from_path("model_input").get_schema().get_field_names()
+    inputs = {name for name, _ in sig.inputs}
+    passed = [f"`{c}`" for c in names if c not in inputs]
+    fields = [f"p.`{f}` AS `{f}`" for f, _ in sig.fields]
+    return t_env.sql_query(
+        f"SELECT {', '.join([*passed, *fields])} "
+        f"FROM (SELECT *, {sig.call('model_predict')} AS p FROM model_input)"
+    )
+
+
+def _file_options(fmt: str, path: str) -> str:
+    options = {
+        "connector": "filesystem",
+        "path": Path(path).resolve().as_uri(),
+        "format": fmt,
+    }
+    if fmt == "csv":
+        options["csv.null-literal"] = ""  # an empty field is a null (CSV has no other)
+    return ", ".join(f"'{k}' = '{v}'" for k, v in options.items())
+
+
 def sink(opts: JobOptions, t_env: Any, result: Any) -> Any:
     """Inserts `result` into the sink the options name; returns the TableResult (job started)."""
+    if opts.typed:
+        return _typed_sink(opts, t_env, result)
     if opts.sink == "print":
         ddl = "CREATE TEMPORARY TABLE predictions (record STRING) WITH ('connector' = 'print')"
     else:
@@ -289,3 +344,49 @@ def sink(opts: JobOptions, t_env: Any, result: Any) -> Any:
         )"""
     t_env.execute_sql(ddl)
     return result.execute_insert("predictions")
+
+
+def _typed_sink(opts: JobOptions, t_env: Any, result: Any) -> Any:
+    """Typed results into print, json:PATH or csv:PATH (CSV holds no MAP or ARRAY: those
+    columns are left out)."""
+    from pyflink.table.expressions import col
+
+    schema = result.get_schema()
+    names, types = schema.get_field_names(), schema.get_field_data_types()
+    fmt, _, path = opts.sink.partition(":")
+    keep = [
+        (n, t)
+        for n, t in zip(names, types, strict=True)
+        if fmt != "csv" or type(t).__name__ not in ("MapType", "ArrayType")
+    ]
+    columns = ", ".join(f"`{n}` {_sql_type(t)}" for n, t in keep)
+    if opts.sink == "print":
+        options = "'connector' = 'print'"
+    else:
+        options = _file_options(fmt, path) + (
+            f", 'sink.rolling-policy.rollover-interval' = '{opts.roll_interval}'"
+            f", 'sink.rolling-policy.inactivity-interval' = '{opts.roll_interval}'"
+            f", 'sink.rolling-policy.check-interval' = '{opts.roll_interval}'"
+        )
+    t_env.execute_sql(f"CREATE TEMPORARY TABLE predictions ({columns}) WITH ({options})")
+    return result.select(*[col(n) for n, _ in keep]).execute_insert("predictions")
+
+
+_SQL_TYPES = {
+    "DoubleType": "DOUBLE",
+    "FloatType": "FLOAT",
+    "BigIntType": "BIGINT",
+    "IntType": "INT",
+    "BooleanType": "BOOLEAN",
+    "VarCharType": "STRING",
+    "TimestampType": "TIMESTAMP(3)",
+    "MapType": "MAP<STRING, DOUBLE>",  # the only ones job.table makes
+    "ArrayType": "ARRAY<STRING>",
+}
+
+
+def _sql_type(data_type: Any) -> str:
+    name = type(data_type).__name__
+    if name not in _SQL_TYPES:
+        raise ValueError(f"a column of type {data_type} cannot go to a typed sink")
+    return _SQL_TYPES[name]
