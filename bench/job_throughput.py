@@ -11,6 +11,10 @@ Cases (each in a fresh mini-cluster, the WINE source unthrottled, a blackhole si
     identity-vectorized-json  the same returning a line as long as a prediction's (~260 bytes):
                           what moving the output through Arrow and Flink costs, model aside
     vectorized            the vectorized path: PredictVectorized
+    identity-typed        a pandas UDF over the same columns returning a typed ROW (label, score,
+                          model_version) of constants: the typed path's baseline
+    typed                 the typed path: the model as the SQL function (job.table), its ROW's
+                          label, score and model_version into the sink
     record                one V8 call per record (PredictRecord, the seed's design)
 
 Each figure is the steady pace: the source's output count (sampled from Flink's REST API; with
@@ -40,6 +44,8 @@ CASES = [
     "identity-vectorized",
     "identity-vectorized-json",
     "vectorized",
+    "identity-typed",
+    "typed",
     "record",
 ]
 
@@ -65,6 +71,8 @@ def run_one(case: str, parallelism: int, records: int, store: str, cache: str) -
         "identity-keyed": "process",
         "identity-vectorized": "vectorized",
         "identity-vectorized-json": "vectorized",
+        "identity-typed": "vectorized",
+        "typed": "vectorized",
     }[case]
     rest, rest_conf = local_rest()
     opts = JobOptions(
@@ -79,6 +87,23 @@ def run_one(case: str, parallelism: int, records: int, store: str, cache: str) -
     )
     env, t_env = environments(opts)
     t_env.execute_sql("CREATE TEMPORARY TABLE sink (record STRING) WITH ('connector'='blackhole')")
+    t_env.execute_sql(
+        "CREATE TEMPORARY TABLE typed_sink (label STRING, score DOUBLE, model_version STRING) "
+        "WITH ('connector'='blackhole')"
+    )
+    row = DataTypes.ROW(
+        [
+            DataTypes.FIELD("label", DataTypes.STRING()),
+            DataTypes.FIELD("score", DataTypes.DOUBLE()),
+            DataTypes.FIELD("model_version", DataTypes.STRING()),
+        ]
+    )
+
+    @udf(result_type=row, func_type="pandas")  # type: ignore[misc]
+    def identity_typed(ids: pd.Series, *rest: pd.Series) -> pd.DataFrame:
+        n = len(ids)
+        constant = {"label": ["class_0"] * n, "model_version": ["1"] * n}
+        return pd.DataFrame({**constant, "score": rest[0]})[["label", "score", "model_version"]]
 
     class Identity(ProcessFunction):  # type: ignore[misc]
         def process_element(self, value: Any, ctx: Any) -> Any:
@@ -101,6 +126,22 @@ def run_one(case: str, parallelism: int, records: int, store: str, cache: str) -
     def identity_json(ids: pd.Series, *rest: pd.Series) -> pd.Series:
         return pd.Series([line % i for i in ids.tolist()], dtype=object)
 
+    if case in ("typed", "identity-typed"):
+        table = wine_source(env, t_env, 0, records)
+        cols = table.get_schema().get_field_names()
+        if case == "typed":
+            from job.table import model_function
+
+            fn, sig = model_function(opts.model_settings())
+            args = [col(name) for name, _ in sig.inputs]
+        else:
+            fn, args = identity_typed, [col(c) for c in cols]
+        p = fn(*args)
+        table_result = table.select(
+            p.get("label"), p.get("score"), p.get("model_version")
+        ).execute_insert("typed_sink")
+        job_id = str(table_result.get_job_client().get_job_id())
+        return steady_rate(rest, job_id, records, table_result)
     if case.startswith("identity-"):
         table = wine_source(env, t_env, 0, records)
         if case.startswith("identity-vectorized"):
@@ -228,6 +269,7 @@ def main() -> int:
         "process_vs_identity": ("process", "identity-process"),
         "process_vs_keyed_identity": ("process", "identity-keyed"),
         "vectorized_vs_record": ("vectorized", "record"),
+        "typed_vs_identity": ("typed", "identity-typed"),
     }
     for p in parallelisms:
         for name, (a, b) in pairs.items():

@@ -66,6 +66,11 @@ KEYS: dict[str, tuple[str, str]] = {
     "job_vectorized_vs_identity": (">= 0.8", "vectorized predict ÷ identity pandas UDF, p=1"),
     "job_process_vs_identity": (">= 0.7", "process-path predict ÷ identity ProcessFunction, p=1"),
     "job_vectorized_vs_row_v8": ("> 1", "vectorized predict ÷ one V8 call per record, p=1"),
+    "job_typed_vs_identity": (
+        ">= 0.8",
+        "the model as the SQL function (typed ROW) ÷ an identity pandas UDF returning the same ROW "
+        "of constants, p=1",
+    ),
     "swap_stall_max_ms": ("<= 1", "pointer swap on the predicting thread, max over the swaps"),
     "swap_stall_p99_ms": ("<= 1", "the same, p99"),
     "publish_to_serve_dir_s": ("", "publish -> first prediction, local dir (inotify)"),
@@ -110,7 +115,8 @@ def plan(quick: bool) -> list[tuple[str, str, list[str]]]:
             ("keras", "keras_vs_v8.py", ["--quick", "--rounds", "3"]),
             ("swap", "swap.py", ["--swaps", "20", "--rss-swaps", "200"]),
             ("throughput", "job_throughput.py", ["--quick", "--records", "80000",
-             "--cases", "identity-process,process,identity-vectorized,vectorized,record"]),
+             "--cases",
+             "identity-process,process,identity-vectorized,vectorized,identity-typed,typed,record"]),
             ("latency", "job_latency.py", ["--quick", "--seconds", "5"]),
             ("soak", "soak.py", ["--minutes", "1"]),
         ]  # fmt: skip
@@ -128,7 +134,8 @@ def plan(quick: bool) -> list[tuple[str, str, list[str]]]:
                 "--records",
                 "120000",
                 "--cases",
-                "identity-process,process,identity-vectorized,identity-vectorized-json,vectorized,record",
+                "identity-process,process,identity-vectorized,identity-vectorized-json,vectorized,"
+                "identity-typed,typed,record",
             ],
         ),
         ("latency", "job_latency.py", ["--seconds", "6"]),
@@ -195,6 +202,7 @@ def collect(d: dict[str, Any]) -> tuple[dict[str, float], dict[str, str], dict[s
             ("job_vectorized_vs_identity", "vectorized_vs_identity_p1"),
             ("job_process_vs_identity", "process_vs_identity_p1"),
             ("job_vectorized_vs_row_v8", "vectorized_vs_record_p1"),
+            ("job_typed_vs_identity", "typed_vs_identity_p1"),
         ):
             if src in ratios:
                 keys[key] = ratios[src]

@@ -1,11 +1,13 @@
 """Rows/s of the fast path on every model of the zoo beside numpy running the same network.
 
-    python bench/zoo.py [--seconds 0.15] [--batches 256,4096] [--only a,b] [--json out.json]
+    python bench/zoo.py [--seconds 0.15] [--batches 256,4096] [--only a,b] [--kernel K]
+                        [--json out.json]
 
 The zoo (`model/examples/zoo`, `model/zoo.py`) has one small Keras model per activation and layer
 type the generated kernels cover, and two they do not. Per model: the bundle's size and build time,
-its kernel, and at each batch size the fast path's rows/s (`ModelRuntime.predict`, default kernel)
-and numpy's on the same weights, side by side (rounds alternate, each keeps its best).
+its kernel, and at each batch size the fast path's rows/s (`ModelRuntime.predict`; the bundle's own
+kernel, or the one --kernel pins, which skips the models it does not apply to) and numpy's on the
+same weights, side by side (rounds alternate, each keeps its best).
 
 numpy (on one core, as V8) reads the weights from the TF.js shard and model.json and computes layer
 by layer in float32, BatchNormalization as Keras does (x * inv + shift), GELU's erf by
@@ -42,6 +44,7 @@ sys.path.insert(0, str(HERE.parent))
 from v8_predict import cpu_model, rates
 
 from model.bundle import MODEL_DIR, build_bundle, bundle_path
+from reloader.errors import BundleError
 from reloader.runtime import ModelRuntime
 
 ZOO = MODEL_DIR / "examples" / "zoo"
@@ -177,12 +180,18 @@ class NumpyNet:
         return h
 
 
-def bench_one(model_dir: Path, store: Path, batches: list[int], seconds: float) -> dict[str, Any]:
+class DoesNotApply(Exception):
+    """The pinned kernel does not apply to this model."""
+
+
+def bench_one(
+    model_dir: Path, store: Path, batches: list[int], seconds: float, kernel: str | None = None
+) -> dict[str, Any]:
     ref = json.loads((model_dir / "reference.json").read_text())
     x_ref = np.asarray(ref["inputs"], np.float32)
     keras = np.asarray(ref["outputs"], np.float32)
     t0 = time.perf_counter()
-    manifest = build_bundle(model_dir, store)
+    manifest = build_bundle(model_dir, store, kernel=kernel)
     build_s = time.perf_counter() - t0
     try:
         net: NumpyNet | None = NumpyNet(model_dir)
@@ -190,7 +199,13 @@ def bench_one(model_dir: Path, store: Path, batches: list[int], seconds: float) 
         net = None
     row: dict[str, Any] = {"model": model_dir.name, "bundle_bytes": manifest["size"],
                            "build_s": build_s, "batches": {}}  # fmt: skip
-    with ModelRuntime(bundle_path(store).read_bytes()) as rt:
+    try:
+        rt = ModelRuntime(bundle_path(store).read_bytes())
+    except BundleError as e:
+        if "does not apply" in str(e):
+            raise DoesNotApply(str(e)) from e
+        raise
+    with rt:
         row["kernel"] = rt.meta.kernel
         row["fast_vs_keras"] = float(np.abs(rt.predict(x_ref) - keras).max())
         assert row["fast_vs_keras"] <= TOLERANCE, (model_dir.name, row["fast_vs_keras"])
@@ -219,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds per path, model and batch size (default 0.15)")  # fmt: skip
     parser.add_argument("--batches", default="256,4096")
     parser.add_argument("--only", default="", help="comma-separated zoo models (default: all)")
+    parser.add_argument(
+        "--kernel", choices=["dense-unrolled", "dense-js"], help="pin the fast path's kernel"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
     batches = [int(b) for b in args.batches.split(",")]
@@ -230,10 +248,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'model':24} {'kernel':15} {'bytes':>9} {'build s':>7} {head}")
     rows = []
     failed: dict[str, str] = {}
+    skipped: list[str] = []
     with tempfile.TemporaryDirectory(prefix="zoo-bench-") as tmp:
         for name in names:
             try:
-                row = bench_one(ZOO / name, Path(tmp) / name, batches, args.seconds)
+                row = bench_one(ZOO / name, Path(tmp) / name, batches, args.seconds, args.kernel)
+            except DoesNotApply:
+                skipped.append(name)
+                print(f"{name:24} skipped: {args.kernel} does not apply", flush=True)
+                continue
             except Exception as e:  # one broken model must not hide the others' figures
                 failed[name] = str(e).splitlines()[0][:300]
                 print(f"{name:24} FAILED: {failed[name]}", flush=True)
@@ -250,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     covered = [r for r in rows if r["kernel"] != "tfjs-cpu"]
     summary: dict[str, Any] = {"cpu": cpu_model(), "batches": batches, "models": rows}
     summary["failed"] = failed
+    summary["skipped"] = skipped
     for b in batches:
         ratios = {r["model"]: r["batches"][str(b)]["fast_vs_numpy"] for r in covered}
         if ratios:
