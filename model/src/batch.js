@@ -1,15 +1,23 @@
 // One batch through the pre-processing: the inputs' columns (from the host's buffers, from JSON records or from
 // float32 rows), the hooks' view of them (docs/model-spec.md, "Hooks"), and the feature matrix. A Batch is
 // allocated once per capacity and reused call after call; on the columns path a call allocates nothing unless
-// a hook asks for strings.
+// a hook asks for values.
 //
 // The stages, as model/spec.py runs them (the first error of a record wins): the raw inputs are typed, in
-// `inputs` order (`type`); `prepare` adds the derived inputs, typed too; defaults replace nulls and a null left
-// in a non-nullable input is an error (`settle`); then the feature blocks run (`computeFeatures`).
-import { compileFeatures, decodeRange, jsonValue } from './features.js';
+// `inputs` order; `prepare` adds the derived inputs, typed too; defaults replace nulls and a null left in a
+// non-nullable input is an error; then the feature blocks run. features.js compiles them into row loops: without
+// a prepare hook, loops that take a few inputs each through all of it; with one, the typing, the hook, and the
+// rest.
+import { MISTYPED, PRESENT, compileFeatures, encodeStrings, jsonValue, show } from './features.js';
+import { decodeRange } from './vocab.js';
 
 const q = (s) => "'" + s + "'";
-const show = (v) => (typeof v === 'string' || (typeof v === 'object' && v !== null) ? JSON.stringify(v) : String(v));
+
+// What a numeric column's `work` holds: nothing yet (the fused loop keeps values in locals), the typed values
+// (NaN = null; what prepare sees), or the settled ones (defaults in; what finish sees).
+const RAW = 0;
+const TYPED = 1;
+const SETTLED = 2;
 
 // A hook returned or did something the contract does not allow: the batch's call fails (a bundle error).
 export class HookError extends Error {
@@ -28,21 +36,36 @@ export class Batch {
     this.status = new Uint8Array(rows);
     this.errors = [];
     this.features = new Float32Array(rows * spec.width);
-    this.idx = new Float64Array(rows);
-    this.scratch = new Float64Array(rows);
-    this.mask = new Uint8Array(rows);
+    // Per one-hot block, the column of its 1 in each row of `features` (features.js, storeCode).
+    this.hot = spec.blocks.map((b) => (b.steps.length && b.steps[b.steps.length - 1].op === 'onehot'
+      ? new Int32Array(rows) : null));
     this.hook = '';
-    this.cols = new Map();
-    for (const input of spec.inputs) {
-      // `nulls`: how many rows the typing found null (or of the wrong type): only those need `settle`.
-      this.cols.set(input.name, input.type === 'string'
-        ? { input, bytes: null, offsets: null, valid: null, strings: null, decoded: null, nulls: 0 }
-        : { input, work: new Float64Array(rows), num: null, valid: null, typeErrors: null, nulls: 0 });
-    }
-    this.fail = (i, message) => {
-      if (this.status[i] === 0) {
+    // The columns of spec.inputs, in its order (the generated loops index them so): a number's `num` (float64)
+    // and `valid`, its `work` (float64, NaN = null), or a string's UTF-8 `bytes`, `offsets` and `valid`; each
+    // with `typeErrors` (row -> message, for the rows `valid` marks MISTYPED) or null.
+    this.list = spec.inputs.map((input) => (input.type === 'string'
+      ? { input, bytes: null, offsets: null, valid: null, typeErrors: null, decoded: null, ready: false }
+      : { input, num: null, valid: null, work: new Float64Array(rows), typeErrors: null, state: RAW, ready: false }));
+    this.cols = new Map(this.list.map((col) => [col.input.name, col]));
+    this.rowColumns = null; // loadRows' own columns
+    // A row's error of the lowest rank wins (features.js, compileFeatures: the generated loops do not run the
+    // stages in their order); a row the host refused (status 1) keeps none.
+    this.errorRank = new Float64Array(rows);
+    this.errorAt = new Int32Array(rows);
+    this.hookRank = Infinity;
+    this.fail = (i, message, rank) => {
+      const status = this.status[i];
+      if (status === 0) {
         this.status[i] = 2;
+        this.errorRank[i] = rank;
+        this.errorAt[i] = this.errors.length;
         this.errors.push([i, message]);
+      } else if (status === 2 && rank < this.errorRank[i]) {
+        const error = this.errors[this.errorAt[i]];
+        if (error !== undefined && error[0] === i) {
+          this.errorRank[i] = rank;
+          error[1] = message;
+        }
       }
     };
     const self = this;
@@ -56,7 +79,7 @@ export class Batch {
         if (!(Number.isInteger(row) && row >= 0 && row < self.n)) {
           throw new HookError(`hook ${self.hook}: batch.fail(${show(row)}, ...): row must be an integer in 0..${self.n - 1}`);
         }
-        self.fail(row, `${self.hook}: ${message}`);
+        self.fail(row, `${self.hook}: ${message}`, self.hookRank);
       },
     });
   }
@@ -75,18 +98,16 @@ export class Batch {
       if (input.type === 'string') {
         col.bytes = views.bytes[s];
         col.offsets = views.offsets[s];
-        col.valid = views.valid[j];
-        col.strings = null;
         s++;
       } else {
         col.num = views.num[k++];
-        col.valid = views.valid[j];
       }
+      col.valid = views.valid[j];
     });
   }
 
   // JSON records (objects keyed by input name, or arrays in the raw inputs' order) -> columns. A missing key
-  // is a null.
+  // is a null; a value of the wrong JavaScript type is MISTYPED, with its message.
   loadRecords(records) {
     const n = records.length;
     this.begin(n, true);
@@ -97,23 +118,21 @@ export class Batch {
       const value = (rec) => (Array.isArray(rec) ? rec[j]
         : rec === null || typeof rec !== 'object' ? undefined : rec[input.name]);
       if (input.type === 'string') {
-        col.strings = records.map((rec) => {
-          const v = value(rec);
-          return v === undefined ? null : v;
-        });
-        col.bytes = col.offsets = col.valid = null;
+        Object.assign(col, encodeStrings(input, records.map(value), n));
         continue;
       }
       const num = new Float64Array(n);
       const valid = new Uint8Array(n);
-      const typeErrors = [];
+      let typeErrors = null;
       for (let i = 0; i < n; i++) {
         const x = jsonValue(input, value(records[i]));
         if (typeof x === 'string') {
-          typeErrors.push([i, x]);
+          valid[i] = MISTYPED;
+          if (typeErrors === null) typeErrors = new Map();
+          typeErrors.set(i, x);
         } else if (x === x) {
           num[i] = x;
-          valid[i] = 1;
+          valid[i] = PRESENT;
         }
       }
       col.num = num;
@@ -127,18 +146,19 @@ export class Batch {
     this.begin(n, true);
     const raw = this.spec.raw;
     const w = raw.length;
+    if (this.rowColumns === null) {
+      this.rowColumns = raw.map(() => ({ num: new Float64Array(this.rows), valid: new Uint8Array(this.rows) }));
+    }
     for (let j = 0; j < w; j++) {
       const col = this.cols.get(raw[j].name);
-      if (col.num === null || col.num.length !== this.rows) {
-        col.num = new Float64Array(this.rows);
-        col.valid = new Uint8Array(this.rows);
-      }
-      const { num, valid } = col;
+      const { num, valid } = this.rowColumns[j];
       for (let i = 0, p = j; i < n; i++, p += w) {
         const v = x[p];
         num[i] = v;
-        valid[i] = v === v ? 1 : 0;
+        valid[i] = v === v ? PRESENT : 0;
       }
+      col.num = num;
+      col.valid = valid;
     }
   }
 
@@ -148,87 +168,38 @@ export class Batch {
     this.errors = [];
     this.hook = '';
     if (fresh) this.status.fill(0, 0, n);
-    for (const col of this.cols.values()) {
-      if (col.input.type === 'string') col.decoded = null;
-      else col.typeErrors = null;
+    for (const col of this.list) {
+      col.typeErrors = null;
       col.ready = !col.input.derived;
+      if (col.input.type === 'string') col.decoded = null;
+      else col.state = RAW;
     }
   }
 
   // ---- stages ---------------------------------------------------------------------------------------------
 
-  // The raw inputs typed: work columns with NaN for nulls (and values not of their type: error records).
-  type() {
-    for (const input of this.spec.raw) this.typeColumn(this.cols.get(input.name));
-  }
-
-  typeColumn(col) {
-    const { n, fail } = this;
-    const input = col.input;
-    if (input.type !== 'string') {
-      if (col.typeErrors) for (const [i, message] of col.typeErrors) fail(i, message);
-      col.nulls = this.compiled.validators.get(input.name)(col.num, col.valid, n, col.work, fail);
-      return;
-    }
-    let nulls = 0;
-    if (col.strings !== null) {
-      const strings = col.strings;
-      for (let i = 0; i < n; i++) {
-        const v = strings[i];
-        if (v === null || v === undefined) nulls++;
-        else if (typeof v !== 'string') fail(i, `input ${q(input.name)} is ${show(v)}, not a string`);
-      }
-    } else {
-      const valid = col.valid;
-      for (let i = 0; i < n; i++) nulls += valid[i] === 1 ? 0 : 1;
-    }
-    col.nulls = nulls;
-  }
-
-  // Defaults for nulls, and an error record for a null where the input may not be one, in `inputs` order. A
-  // string's default is taken by its vocabulary lookup.
-  settle() {
-    const { n, fail } = this;
-    for (const input of this.spec.inputs) {
-      const col = this.cols.get(input.name);
-      if (col.nulls === 0) continue;
-      if (input.type !== 'string') {
-        this.compiled.settlers.get(input.name)(col.work, n, fail);
-        continue;
-      }
-      if (input.nullable) continue;
-      const msg = `input ${q(input.name)} is null and not nullable`;
-      if (col.strings !== null) {
-        for (let i = 0; i < n; i++) if (col.strings[i] === null || col.strings[i] === undefined) fail(i, msg);
-      } else {
-        for (let i = 0; i < n; i++) if (col.valid[i] !== 1) fail(i, msg);
-      }
-    }
-  }
-
-  // The feature matrix [n x spec.width] (float32) of the typed, prepared and settled inputs.
-  computeFeatures() {
-    const { n, fail, features, idx } = this;
-    const W = this.spec.width;
-    for (const b of this.compiled.blocks) {
-      const col = this.cols.get(b.input.name);
-      if (b.lookup === null) {
-        b.tail(col.work, n, features, W, fail);
-      } else {
-        if (col.strings !== null) b.lookup.fromStrings(col, n, idx, fail);
-        else b.lookup.fromBytes(col, n, idx, fail);
-        b.tail(idx, n, features, W, fail);
-      }
-    }
-    return features;
-  }
-
-  // The stages from typing to the feature matrix, with the prepare hook (a function or undefined).
+  // The feature matrix [n x spec.width] (float32) of the loaded columns, with the prepare hook (a function or
+  // undefined) between the typing and the rest.
   featurize(prepare) {
-    this.type();
+    const { n, fail, features, list, compiled, hot } = this;
+    if (typeof prepare !== 'function') {
+      compiled.fused(list, 0, n, features, fail, hot);
+      return features;
+    }
+    this.spec.inputs.forEach((input, j) => {
+      if (input.derived) return;
+      const col = list[j];
+      if (input.type !== 'string') {
+        compiled.typing[j](list, 0, n, features, fail);
+        col.state = TYPED;
+      } else if (col.typeErrors !== null) {
+        compiled.typing[j](list, 0, n, features, fail);
+      }
+    });
     this.prepare(prepare);
-    this.settle();
-    return this.computeFeatures();
+    compiled.rest(list, 0, n, features, fail, hot);
+    for (const col of list) if (col.input.type !== 'string') col.state = SETTLED;
+    return features;
   }
 
   // ---- the hooks' view -------------------------------------------------------------------------------------
@@ -240,9 +211,20 @@ export class Batch {
     return col;
   }
 
+  // A numeric column's work as the hook sees it: typed for prepare (the typing filled it), settled for finish
+  // (after the fused loop, which kept the values in locals, typed and settled again here: the errors they
+  // find were found then, so fail changes nothing).
+  work(col) {
+    if (col.state === RAW) {
+      this.compiled.materialize[this.list.indexOf(col)](this.list, 0, this.n, this.features, this.fail);
+      col.state = SETTLED;
+    }
+    return col.work;
+  }
+
   get(name) {
     const col = this.column(name, 'get');
-    if (col.input.type !== 'string') return col.work.subarray(0, this.n);
+    if (col.input.type !== 'string') return this.work(col).subarray(0, this.n);
     if (col.decoded === null) col.decoded = this.decode(col);
     return col.decoded;
   }
@@ -252,7 +234,7 @@ export class Batch {
     const n = this.n;
     const out = new Uint8Array(n);
     if (col.input.type !== 'string') {
-      const w = col.work;
+      const w = this.work(col);
       for (let i = 0; i < n; i++) out[i] = w[i] === w[i] ? 1 : 0;
     } else {
       const s = this.get(name);
@@ -261,18 +243,15 @@ export class Batch {
     return out;
   }
 
+  // A string column as JS strings, null where null (a MISTYPED value as its text).
   decode(col) {
     const n = this.n;
     const out = new Array(n);
-    if (col.strings !== null) {
-      for (let i = 0; i < n; i++) {
-        const s = col.strings[i];
-        out[i] = typeof s === 'string' ? s : s === null || s === undefined ? null : String(s);
-      }
-      return out;
+    const { bytes, offsets, valid, typeErrors } = col;
+    for (let i = 0; i < n; i++) {
+      const v = valid[i];
+      out[i] = v === PRESENT || (v === MISTYPED && typeErrors !== null) ? decodeRange(bytes, offsets[i], offsets[i + 1]) : null;
     }
-    const { bytes, offsets, valid } = col;
-    for (let i = 0; i < n; i++) out[i] = valid[i] === 1 ? decodeRange(bytes, offsets[i], offsets[i + 1]) : null;
     return out;
   }
 
@@ -281,6 +260,7 @@ export class Batch {
     const derived = this.spec.derived;
     if (typeof fn !== 'function') return;
     this.hook = 'prepare';
+    this.hookRank = this.compiled.prepareRank;
     let result;
     try {
       result = fn(this.api);
@@ -314,30 +294,35 @@ export class Batch {
       throw new HookError(`hook prepare returned ${q(name)} with ${values.length} values for ${n} rows`);
     }
     col.ready = true;
+    const j = this.list.indexOf(col);
     if (col.input.type === 'string') {
       if (isTyped) throw new HookError(`hook prepare returned ${q(name)} as a typed array; a string input needs an Array`);
-      col.strings = values;
+      Object.assign(col, encodeStrings(col.input, values, n));
       col.decoded = null;
-      col.bytes = col.offsets = col.valid = null;
-      this.typeColumn(col);
+      if (col.typeErrors !== null) this.compiled.retyping[j](this.list, 0, n, this.features, this.fail);
       return;
     }
-    const num = this.scratch;
-    const valid = this.mask;
+    // The column's own arrays: a host's view (or a batch's other column) is not written.
+    const num = new Float64Array(n);
+    const valid = new Uint8Array(n);
+    let typeErrors = null;
     for (let i = 0; i < n; i++) {
       let v = values[i];
       if (typeof v === 'boolean' && col.input.type === 'bool') v = v ? 1 : 0;
       if (typeof v === 'number') {
         num[i] = v;
-        valid[i] = v === v ? 1 : 0;
-      } else {
-        num[i] = NaN;
-        valid[i] = 0;
-        if (v !== null && v !== undefined) this.fail(i, `input ${q(name)} is ${show(v)}, not a number`);
+        valid[i] = v === v ? PRESENT : 0;
+      } else if (v !== null && v !== undefined) {
+        valid[i] = MISTYPED;
+        if (typeErrors === null) typeErrors = new Map();
+        typeErrors.set(i, `input ${q(name)} is ${show(v)}, not a number`);
       }
     }
-    col.typeErrors = null;
-    col.nulls = this.compiled.validators.get(name)(num, valid, n, col.work, this.fail);
+    col.num = num;
+    col.valid = valid;
+    col.typeErrors = typeErrors;
+    this.compiled.retyping[j](this.list, 0, n, this.features, this.fail);
+    col.state = TYPED;
   }
 
   // finish(batch, result) -> {extra: column} for every declared extra; returns them (or null).
@@ -345,6 +330,7 @@ export class Batch {
     const extras = this.spec.extras;
     if (typeof fn !== 'function') return null;
     this.hook = 'finish';
+    this.hookRank = Infinity;
     const result = { scores: scores.subarray(0, this.n * width), width, outputs };
     let got;
     try {
