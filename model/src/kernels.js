@@ -5,77 +5,20 @@
 //
 // planModel(model) (model/src/plan.js) turns a loaded TF.js layers model into a plan or says which layer keeps
 // it off the fast path. compileUnrolled(plan, standardize) generates straight-line code for a whole row (small
-// models); compileDenseStack(plan, maxRows) generates one loop kernel per step (any size).
+// models); compileDenseStack(plan, maxRows) one kernel per step (any size): WebAssembly SIMD for the Dense steps
+// (model/src/simd.js), JavaScript loops for the rest.
 //
 // The plan's format is described in model/src/plan.js.
 
+import { erf, exp, expm1, tanh } from './elementary.js';
 import { describePlan, extractDenseStack, planModel } from './plan.js';
+import { simdDense } from './simd.js';
 
-export { describePlan, extractDenseStack, planModel };
+export { describePlan, erf, extractDenseStack, planModel };
 
 const SELU_ALPHA = 1.6732632423543772;
 const SELU_SCALE = 1.0507009873554805;
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
-
-// ---------------------------------------------------------------------------------------------------------------
-// erf in double precision: W. J. Cody's rational Chebyshev approximations ("Rational Chebyshev approximations for
-// the error function", Math. Comp. 1969; the netlib specfun CALERF algorithm), relative error ~1e-16. TF.js' own
-// erf kernel (Abramowitz-Stegun 7.1.26) is good to ~1.5e-7 only.
-const ERF_A = [3.16112374387056560, 113.864154151050156, 377.485237685302021, 3209.37758913846947,
-  0.185777706184603153];
-const ERF_B = [23.6012909523441209, 244.024637934444173, 1282.61652607737228, 2844.23683343917062];
-const ERF_C = [0.564188496988670089, 8.88314979438837594, 66.1191906371416295, 298.635138197400131,
-  881.952221241769090, 1712.04761263407058, 2051.07837782607147, 1230.33935479799725, 2.15311535474403846e-8];
-const ERF_D = [15.7449261107098347, 117.693950891312499, 537.181101862009858, 1621.38957456669019,
-  3290.79923573345963, 4362.61909014324716, 3439.36767414372164, 1230.33935480374942];
-const ERF_P = [0.305326634961232344, 0.360344899949804439, 0.125781726111229246, 0.0160837851487422766,
-  6.58749161529837803e-4, 0.0163153871373020978];
-const ERF_Q = [2.56852019228982242, 1.87295284992346047, 0.527905102951428412, 0.0605183413124413191,
-  2.33520497626869185e-3];
-const ONE_OVER_SQRT_PI = 0.56418958354775628695;
-
-export function erf(x) {
-  const y = Math.abs(x);
-  if (y <= 0.46875) {
-    const z = y * y;
-    let num = ERF_A[4] * z;
-    let den = z;
-    for (let i = 0; i < 3; i++) {
-      num = (num + ERF_A[i]) * z;
-      den = (den + ERF_B[i]) * z;
-    }
-    return (x * (num + ERF_A[3])) / (den + ERF_B[3]);
-  }
-  let erfc; // erfc(|x|)
-  if (y >= 26.543) {
-    erfc = 0;
-  } else {
-    let r;
-    if (y <= 4) {
-      let num = ERF_C[8] * y;
-      let den = y;
-      for (let i = 0; i < 7; i++) {
-        num = (num + ERF_C[i]) * y;
-        den = (den + ERF_D[i]) * y;
-      }
-      r = (num + ERF_C[7]) / (den + ERF_D[7]);
-    } else {
-      const z = 1 / (y * y);
-      let num = ERF_P[5] * z;
-      let den = z;
-      for (let i = 0; i < 4; i++) {
-        num = (num + ERF_P[i]) * z;
-        den = (den + ERF_Q[i]) * z;
-      }
-      r = (ONE_OVER_SQRT_PI - (z * (num + ERF_P[4])) / (den + ERF_Q[4])) / y;
-    }
-    // exp(-y^2) as exp(-t^2) * exp(-(y - t)(y + t)) with t = y rounded down to 1/16: no cancellation in y^2.
-    const t = Math.trunc(y * 16) / 16;
-    erfc = Math.exp(-t * t) * Math.exp(-(y - t) * (y + t)) * r;
-  }
-  const v = 0.5 - erfc + 0.5;
-  return x < 0 ? -v : v;
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Activations. Elementwise ones are a JavaScript expression, in double precision, of `v` (a float32 value in a
@@ -92,18 +35,18 @@ const ACTIVATIONS = {
   leaky_relu: (a, v) => `${v} > 0 ? ${v} : ${lit(f32(a.alpha))} * ${v}`,
   prelu: (a, v, p) => `${v} > 0 ? ${v} : ${p} * ${v}`,
   thresholded_relu: (a, v) => `${v} > ${lit(f32(a.theta))} ? ${v} : 0`,
-  elu: (a, v) => `${v} > 0 ? ${v} : Math.expm1(${v})`,
-  selu: (a, v) => `${v} > 0 ? ${SELU_SCALE} * ${v} : ${SELU_SCALE * SELU_ALPHA} * Math.expm1(${v})`,
-  sigmoid: (a, v) => `1 / (1 + Math.exp(-${v}))`,
+  elu: (a, v) => `${v} > 0 ? ${v} : expm1(${v})`,
+  selu: (a, v) => `${v} > 0 ? ${SELU_SCALE} * ${v} : ${SELU_SCALE * SELU_ALPHA} * expm1(${v})`,
+  sigmoid: (a, v) => `1 / (1 + exp(-${v}))`,
   // tf_keras 2.19 and TF.js: clip(0.2 x + 0.5, 0, 1) (Keras 3's x/6 + 0.5 is not what the converter meets).
-  hard_sigmoid: (a, v) => `Math.min(1, Math.max(0, ${lit(f32(0.2))} * ${v} + 0.5))`,
-  tanh: (a, v) => `Math.tanh(${v})`,
-  softplus: (a, v) => `${v} > 0 ? ${v} + Math.log1p(Math.exp(-${v})) : Math.log1p(Math.exp(${v}))`,
-  softsign: (a, v) => `${v} / (1 + Math.abs(${v}))`,
-  swish: (a, v) => `${v} / (1 + Math.exp(-${v}))`,
-  mish: (a, v) => `${v} * Math.tanh(${v} > 0 ? ${v} + Math.log1p(Math.exp(-${v})) : Math.log1p(Math.exp(${v})))`,
+  hard_sigmoid: (a, v) => `clip01(${lit(f32(0.2))} * ${v} + 0.5)`,
+  tanh: (a, v) => `tanh(${v})`,
+  softplus: (a, v) => `${v} > 0 ? ${v} + Math.log1p(exp(-${v})) : Math.log1p(exp(${v}))`,
+  softsign: (a, v) => `${v} / (1 + (${v} < 0 ? -${v} : ${v}))`,
+  swish: (a, v) => `${v} / (1 + exp(-${v}))`,
+  mish: (a, v) => `${v} * tanh(${v} > 0 ? ${v} + Math.log1p(exp(-${v})) : Math.log1p(exp(${v})))`,
   gelu: (a, v) => `0.5 * ${v} * (1 + erf(${v} * ${Math.SQRT1_2}))`,
-  gelu_tanh: (a, v) => `0.5 * ${v} * (1 + Math.tanh(${SQRT_2_OVER_PI} * (${v} + 0.044715 * ${v} * ${v} * ${v})))`,
+  gelu_tanh: (a, v) => `0.5 * ${v} * (1 + tanh(${SQRT_2_OVER_PI} * (${v} + 0.044715 * ${v} * ${v} * ${v})))`,
 };
 const EXACT = new Set(['relu', 'thresholded_relu']);
 const VECTOR_ACTIVATIONS = new Set(['softmax', 'log_softmax']);
@@ -119,10 +62,12 @@ function lit(v) {
 // the unrolled kernels spent most of their time in it (162 against 54 ns a row on a 12 -> 8 -> 1 model; the WINE
 // bundle's fast path is 1.3-1.9x faster for it, with the same outputs to the bit; Node's V8 11 runs both alike).
 
-// A scratch float32 slot per rounded value: round(expr) gives the statements that round expr into `name`.
+// A scratch float32 slot per rounded value: round(expr) gives the statements that round expr into `name`. Also
+// double scratch slots (`u`) for looping over a row's values (below).
 class Rounder {
   constructor() {
     this.slots = 0;
+    this.doubles = 0;
   }
 
   round(name, expr, declare = 'const') {
@@ -130,46 +75,81 @@ class Rounder {
     return `t[${k}] = ${expr}; ${declare ? declare + ' ' : ''}${name} = t[${k}];`;
   }
 
+  // Statements computing `expr` of v (a JavaScript expression) for each of `inputs` (expressions) in a loop, and
+  // the expressions of the results (double scratch slots). V8 inlines a call to exp or tanh (elementary.js) at a
+  // few call sites of an unrolled function only, and pays about as much for a call as for Math's own; a loop has
+  // one call site (a kernel like activation_layers': 343 against 717 ns a row with a call per unit).
+  loop(inputs, expr) {
+    const k = this.doubles;
+    this.doubles += inputs.length;
+    const code = [
+      ...inputs.map((e, o) => `u[${k + o}] = ${e};`),
+      `for (let j = ${k}; j < ${k + inputs.length}; j++) { const v = u[j]; u[j] = ${expr('v')}; }`,
+    ].join('\n');
+    return { code, results: inputs.map((_, o) => `u[${k + o}]`) };
+  }
+
   scratch() {
-    return new Float32Array(Math.max(1, this.slots));
+    return [new Float32Array(Math.max(1, this.slots)), new Float64Array(Math.max(1, this.doubles))];
   }
 }
+
+// Activations that call exp, expm1, tanh or erf: in a loop when a row has more than one value to apply them to.
+const LOOPED = new Set(['elu', 'selu', 'sigmoid', 'tanh', 'softplus', 'swish', 'mish', 'gelu', 'gelu_tanh']);
 
 // Statements applying `act` in place to the row's values `names` (locals): `param(o)` is the code of unit o's
 // parameter; `final`: the values go straight into the float32 output, whose store rounds them.
 function activationCode(act, names, param, rounder, final) {
+  const looped = names.length > 1;
   if (VECTOR_ACTIVATIONS.has(act.name)) {
     const lines = [`let m = ${names[0]};`];
     for (const n of names.slice(1)) lines.push(`if (${n} > m) m = ${n};`);
     const set = (n, e) => (final ? `${n} = ${e};` : rounder.round(n, e, ''));
+    let exps = names.map((n) => `exp(${n} - m)`);
+    if (looped) {
+      const { code, results } = rounder.loop(names.map((n) => `${n} - m`), (v) => `exp(${v})`);
+      lines.push(code);
+      exps = results;
+    }
     if (act.name === 'softmax') {
-      for (const n of names) lines.push(`${n} = Math.exp(${n} - m);`);
+      names.forEach((n, o) => lines.push(`${n} = ${exps[o]};`));
       lines.push(`const sum = ${names.join(' + ')};`);
       for (const n of names) lines.push(set(n, `${n} / sum`));
     } else {
-      lines.push(`const lse = m + Math.log(${names.map((n) => `Math.exp(${n} - m)`).join(' + ')});`);
+      lines.push(`const lse = m + Math.log(${exps.join(' + ')});`);
       for (const n of names) lines.push(set(n, `${n} - lse`));
     }
     return '{\n' + lines.join('\n') + '\n}';
   }
   const expr = ACTIVATIONS[act.name];
   if (!expr) throw new Error('unsupported activation ' + act.name);
+  if (looped && LOOPED.has(act.name)) {
+    const { code, results } = rounder.loop(names, (v) => expr(act, v, ''));
+    return code + '\n' + names.map((n, o) => rounder.round(n, results[o], '')).join('\n');
+  }
   return names.map((n, o) => {
     const e = expr(act, n, param(o));
     return EXACT.has(act.name) ? `${n} = ${e};` : rounder.round(n, e, '');
   }).join('\n');
 }
 
+// The generated code calls these by name. V8 inlines them, where Math's are calls in the job's V8: exp, expm1,
+// tanh (elementary.js) and also Math.abs (4 ns), Math.min and Math.max (5-6 ns each), which clip01 and softsign's
+// expression replace (hard_sigmoid and softsign 6-15x faster in a loop; the same results, NaN included).
+const clip01 = (h) => (h < 0 ? 0 : h > 1 ? 1 : h);
+const HELPERS = { clip01, erf, exp, expm1, tanh };
+
 function makeFunction(params, args, body) {
   // eslint-disable-next-line no-new-func
-  return new Function(...params, body)(...args);
+  return new Function(...Object.keys(HELPERS), ...params, body)(...Object.values(HELPERS), ...args);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// dense-js: one generated loop kernel per step, weights in typed arrays. A Dense step computes two rows and four
-// outputs at a time (eight accumulators: each weight and input loaded once for two and four products), 2-2.5x
-// faster than one dot product at a time on a 128 x 112 layer; each output still sums in input order from its bias,
-// so the results are the same.
+// dense-js: one kernel per step. Its Dense steps run in WebAssembly (simd.js) up to a size; otherwise, and where V8
+// has no WebAssembly SIMD, a generated loop kernel over typed arrays computes two rows and four outputs at a time
+// (eight accumulators: each weight and input loaded once for two and four products), 2-2.5x faster than one dot
+// product at a time on a 128 x 112 layer; each output still sums in input order from its bias, so the results are
+// the same.
 
 // Code applying the step's activations to the row of y at offset `yr`, in place: y is float32, so each store
 // rounds.
@@ -180,10 +160,10 @@ function rowActivations(acts, outSize, yr) {
   acts.forEach((act, k) => {
     if (act.name === 'softmax') {
       lines.push('{', 'let m = -Infinity;', each(`if (${at} > m) m = ${at};`), 'let sum = 0;');
-      lines.push(each(`{ const e = Math.exp(${at} - m); ${at} = e; sum += e; }`), each(`${at} /= sum;`), '}');
+      lines.push(each(`{ const e = exp(${at} - m); ${at} = e; sum += e; }`), each(`${at} /= sum;`), '}');
     } else if (act.name === 'log_softmax') {
       lines.push('{', 'let m = -Infinity;', each(`if (${at} > m) m = ${at};`), 'let sum = 0;');
-      lines.push(each(`sum += Math.exp(${at} - m);`), 'const lse = m + Math.log(sum);', each(`${at} -= lse;`), '}');
+      lines.push(each(`sum += exp(${at} - m);`), 'const lse = m + Math.log(sum);', each(`${at} -= lse;`), '}');
     } else {
       lines.push(each(`{ const v = ${at}; ${at} = ${ACTIVATIONS[act.name](act, 'v', `p${k}[o]`)}; }`));
     }
@@ -246,8 +226,8 @@ function affineLoopCode(step) {
 }
 
 function loopKernel(step) {
-  const params = ['w', 'b', 'erf'];
-  const args = step.kind === 'dense' ? [step.w, step.b, erf] : [step.scale, step.shift, erf];
+  const params = ['w', 'b'];
+  const args = step.kind === 'dense' ? [step.w, step.b] : [step.scale, step.shift];
   step.acts.forEach((a, k) => {
     if (a.name === 'prelu') {
       params.push(`p${k}`);
@@ -258,9 +238,61 @@ function loopKernel(step) {
   return makeFunction(params, args, `return function step(x, y, n) {\n${body}\n};`);
 }
 
+// A step's activations (or its activations but a leading ReLU, applied by simd.js) over n rows of y, in place.
+function activationKernel(step, acts) {
+  const params = [];
+  const args = [];
+  acts.forEach((a, k) => {
+    if (a.name === 'prelu') {
+      params.push(`p${k}`);
+      args.push(a.alpha);
+    }
+  });
+  const O = step.outSize;
+  const body = `for (let r = 0, y0 = 0; r < n; r++, y0 += ${O}) {\n${rowActivations(acts, O, 'y0')}\n}`;
+  return makeFunction(params, args, `return function activations(y, n) {\n${body}\n};`);
+}
+
 // Compiles the plan into forward(input, output, n) with scratch buffers for maxRows rows. The input is what the
-// network takes (pre-processing already applied). Intermediates are Float32Array: every step rounds to float32.
-export function compileDenseStack(plan, maxRows) {
+// network takes (pre-processing already applied). Intermediates are float32: every step rounds to float32.
+// Dense steps of up to simd.MAX_MACS multiply-adds run in WebAssembly SIMD where V8 has it (simd.js: the same
+// results to the bit, 3-4x faster), over one WebAssembly memory that holds every step's rows; the other steps and
+// the activations run in JavaScript over the same memory. {simd: false} runs every step in JavaScript (tests).
+export function compileDenseStack(plan, maxRows, { simd: useSimd = true } = {}) {
+  const widths = [plan[0].inSize, ...plan.map((s) => s.outSize)];
+  const simd = useSimd ? simdDense(plan, widths.reduce((sum, w) => sum + maxRows * w * 4, 0)) : null;
+  if (simd === null) return jsStack(plan, maxRows);
+  const offsets = []; // byte addresses of the rows before each step and after the last
+  for (let k = 0, at = simd.base; k < widths.length; at += maxRows * widths[k] * 4, k++) offsets.push(at);
+  const rows = widths.map((w, k) => new Float32Array(simd.memory.buffer, offsets[k], maxRows * w));
+  const steps = plan.map((step, l) => {
+    const dense = simd.dense[l];
+    const [x, y] = [rows[l], rows[l + 1]];
+    if (dense === null) {
+      const kernel = loopKernel(step);
+      return (n) => kernel(x, y, n);
+    }
+    const { run, relu } = dense;
+    const acts = relu ? step.acts.slice(1) : step.acts;
+    const [xAt, yAt] = [offsets[l], offsets[l + 1]];
+    if (acts.length === 0) return (n) => run(n, xAt, yAt);
+    const activations = activationKernel(step, acts);
+    return (n) => {
+      run(n, xAt, yAt);
+      activations(y, n);
+    };
+  });
+  const [nIn, nOut] = [widths[0], widths[widths.length - 1]];
+  const [first, last] = [rows[0], rows[rows.length - 1]];
+  return function forward(input, output, n) {
+    first.set(input.length === n * nIn ? input : input.subarray(0, n * nIn));
+    for (let l = 0; l < steps.length; l++) steps[l](n);
+    output.set(last.length === n * nOut ? last : last.subarray(0, n * nOut));
+  };
+}
+
+// dense-js without WebAssembly: every step a loop kernel over Float32Array scratch buffers.
+function jsStack(plan, maxRows) {
   const steps = plan.map(loopKernel);
   const scratch = plan.slice(0, -1).map((s) => new Float32Array(maxRows * s.outSize));
   return function forward(input, output, n) {
@@ -330,5 +362,5 @@ export function compileUnrolled(plan, standardize) {
   names.forEach((n, o) => body.push(`y[yi + ${o}] = ${n};`));
   const src = `for (let r = 0, xi = 0, yi = 0; r < n; r++, xi += ${nIn}, yi += ${nOut}) {\n` +
     body.join('\n') + '\n}\nreturn n;';
-  return makeFunction(['t', 'erf'], [rounder.scratch(), erf], `return function forward(x, y, n) {\n${src}\n};`);
+  return makeFunction(['t', 'u'], rounder.scratch(), `return function forward(x, y, n) {\n${src}\n};`);
 }

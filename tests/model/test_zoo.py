@@ -193,6 +193,118 @@ def test_erf_is_accurate_to_double_precision() -> None:
     assert worst < 1e-14
 
 
+def node_json(script: str, stdin: str = "") -> Any:
+    """Runs an ES module script in Node; returns what it writes to stdout, parsed as JSON."""
+    proc = subprocess.run(
+        ["node", "--no-warnings", "--input-type=module", "-e", script],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def test_exp_expm1_and_tanh_are_accurate_to_double_precision() -> None:
+    """The kernels' own exp, expm1 and tanh (model/src/elementary.js; Math's are calls in the job's
+    V8) against Python's math on float32 inputs, near 0, at the ends of their ranges and beyond."""
+    import math
+
+    rng = np.random.default_rng(3)
+    xs = np.concatenate(
+        [
+            rng.uniform(-40, 40, 20000),
+            rng.uniform(-0.02, 0.02, 20000),
+            rng.uniform(-800, 800, 2000),
+            [0.0, 1e-30, -1e-30, 1e-45, 0.0054, -0.0054, 19.9, 20.0, 20.5, -20.5],
+            [708.0, 709.0, 709.5, -707.9, -708.5, -745.0, -746.0, -800.0],
+        ]
+    ).astype(np.float32)
+    xs = [float(x) for x in xs]
+    script = (
+        "import { readFileSync } from 'node:fs';"
+        f"import * as e from '{(MODEL_DIR / 'src' / 'elementary.js').as_uri()}';"
+        "const xs = JSON.parse(readFileSync(0, 'utf8'));"
+        "const special = [NaN, Infinity, -Infinity].map((x) => [e.exp(x), e.expm1(x), e.tanh(x)]);"
+        "process.stdout.write(JSON.stringify({special: special.map((r) => r.map(String)),"
+        " exp: xs.map(e.exp), expm1: xs.map(e.expm1), tanh: xs.map(e.tanh)}));"
+    )
+    got = node_json(script, json.dumps(xs))
+    assert got["special"] == [["NaN"] * 3, ["Infinity", "Infinity", "1"], ["0", "-1", "-1"]]
+    for name, ref in [("exp", math.exp), ("expm1", math.expm1), ("tanh", math.tanh)]:
+        worst = 0.0
+        for x, g in zip(xs, got[name], strict=True):
+            try:
+                want = ref(x)
+            except OverflowError:
+                want = math.inf
+            if g is None or want in (math.inf, -math.inf) or abs(want) < 1e-300:
+                assert g is None or g == want or abs(g) < 1e-300, (name, x, g, want)
+                continue
+            worst = max(worst, abs(g - want) / abs(want))
+        assert worst < 2e-14, (name, worst)
+
+
+def test_dense_js_in_webassembly_equals_its_javascript_loops() -> None:
+    """dense-js runs its Dense steps in WebAssembly SIMD (model/src/simd.js), the rest in
+    JavaScript. On random plans (every activation, blocks of outputs cut anywhere, a step past
+    simd.MAX_MACS that stays in JavaScript, an odd row count) it computes what JavaScript loops
+    alone do, to the bit."""
+    src = MODEL_DIR / "src"
+    script = (
+        f"import {{ compileDenseStack }} from '{(src / 'kernels.js').as_uri()}';"
+        f"import {{ MAX_MACS }} from '{(src / 'simd.js').as_uri()}';"
+        """
+        let seed = 7;
+        const rnd = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648 - 0.5;
+        const array = (n, f) => Float64Array.from({ length: n }, f);
+        const PARAMS = {
+          relu6: { name: 'relu', max: 6 },
+          leaky_relu: { name: 'leaky_relu', alpha: 0.1 },
+          thresholded_relu: { name: 'thresholded_relu', theta: 0.1 },
+        };
+        const act = (name, O) =>
+          name === 'prelu' ? { name, alpha: array(O, rnd) } : PARAMS[name] || { name };
+        const dense = (I, O, acts) => ({
+          kind: 'dense', inSize: I, outSize: O, layers: [], acts: acts.map((a) => act(a, O)),
+          w: array(I * O, () => (rnd() * 3) / Math.sqrt(I)), b: array(O, () => rnd() * 0.2),
+        });
+        const affine = (n) => ({
+          kind: 'affine', inSize: n, outSize: n, layers: [], acts: [],
+          scale: array(n, () => Math.fround(1 + rnd())), shift: array(n, () => Math.fround(rnd())),
+        });
+        const big = Math.floor(MAX_MACS / 64) + 1;
+        const plans = [
+          [dense(20, 64, ['relu']), dense(64, 32, ['relu']), dense(32, 3, ['softmax'])],
+          [affine(6), dense(6, 16, ['tanh']), dense(16, 16, ['relu6']), dense(16, 12, ['elu']),
+            dense(12, 12, ['thresholded_relu']), dense(12, 3, ['log_softmax'])],
+          [dense(7, 13, ['relu', 'sigmoid']), dense(13, 5, ['prelu']),
+            dense(5, 9, ['selu', 'swish']), dense(9, 1, ['hard_sigmoid'])],
+          [dense(3, 25, ['gelu']), dense(25, 14, ['mish']),
+            dense(14, 11, ['softplus', 'softsign']), dense(11, 2, ['leaky_relu', 'gelu_tanh']),
+            affine(2)],
+          [dense(64, big, ['relu']), dense(big, 2, [])],
+          [dense(1, 1, [])],
+        ];
+        const bits = (y) => Array.from(new Int32Array(y.buffer)).join();
+        const result = plans.map((plan) => {
+          const n = 37;
+          const x = Float32Array.from({ length: n * plan[0].inSize }, () => rnd() * 4);
+          const nOut = plan[plan.length - 1].outSize;
+          const [a, b] = [new Float32Array(n * nOut), new Float32Array(n * nOut)];
+          compileDenseStack(plan, 64)(x, a, n);
+          compileDenseStack(plan, 64, { simd: false })(x, b, n);
+          return { same: bits(a) === bits(b), finite: a.every(Number.isFinite) };
+        });
+        process.stdout.write(JSON.stringify(result));
+        """
+    )
+    for k, r in enumerate(node_json(script)):
+        assert r == {"same": True, "finite": True}, k
+
+
 @pytest.mark.train
 def test_zoo_script_trains_what_the_kernels_reproduce(tmp_path: Path) -> None:
     """The whole zoo from Keras again (about 20 s of training), each bundle on its own kernel."""
