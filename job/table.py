@@ -195,6 +195,9 @@ def frame(sig: Signature, result: Versioned[Scored]) -> pd.DataFrame:
         if got is None and s.extras and name in s.extras:
             extra = s.extras[name]
             got = [_sql_value(extra[r], kind) for r in rows]
+        if got is not None and len(rows) == n:
+            out[name] = got  # no error rows: the predicted rows are the rows
+            continue
         col: list[Any] = [None] * n
         if got is not None:
             for k, r in enumerate(rows):
