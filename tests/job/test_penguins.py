@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,14 +15,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from job.pipeline import JobOptions
 from model.bundle import MODEL_DIR, build_bundle
-from tests.support.flink import read_outputs, running_job
+from tests.support.flink import read_outputs
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
 PENGUINS = MODEL_DIR / "examples" / "penguins"
+REPO = MODEL_DIR.parent
 
 
 def _ids_out(out: Path) -> int:
@@ -31,17 +32,13 @@ def _ids_out(out: Path) -> int:
 
 
 @pytest.mark.parametrize("api", ["process", "vectorized"])
-def test_penguins_from_s3_in_the_job(
-    api: str, tmp_path: Path, s3_session: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_penguins_from_s3_in_the_job(api: str, tmp_path: Path, s3_session: Any) -> None:
     reference = json.loads((PENGUINS / "reference.json").read_text())
     records: list[dict[str, Any]] = reference["records"]
     store = tmp_path / "build"
     build_bundle(PENGUINS, store)
     url = f"s3://models/penguins-{api}"
     env = {**os.environ, **s3_session.env()}
-    for key, value in s3_session.env().items():
-        monkeypatch.setenv(key, value)
     aws = Path(sys.executable).with_name("aws")
     done = subprocess.run(
         [str(aws), "s3", "cp", "--recursive", "--only-show-errors", str(store), url + "/"],
@@ -66,24 +63,41 @@ def test_penguins_from_s3_in_the_job(
         {"id": 10_003, "island": "Dream", "year": 2008.5, "bill_length_mm": "long"},
     ]
     (in_dir / "penguins.jsonl").write_text("".join(json.dumps(r) + "\n" for r in noisy + bad))
-    opts = JobOptions(
-        model=url,
-        source=f"dir:{in_dir}",
-        sink=f"dir:{tmp_path / 'out'}",
-        api=api,
-        parallelism=1,
-        checkpoint_interval_ms=500,
-        roll_interval="1 s",
-        cache_dir=str(tmp_path / "cache"),
-    )
+    # As a user runs it: `python -m job` in its own process, the S3 settings in its environment.
+    # (In-process, a thread-mode job's Python runs inside the JVM PyFlink started earlier, with
+    # that JVM's environment: variables set since would not reach it.)
+    argv = [
+        sys.executable, "-m", "job", "--model", url, "--source", f"dir:{in_dir}",
+        "--sink", f"dir:{tmp_path / 'out'}", "--api", api, "--checkpoint-interval-ms", "500",
+        "--roll-interval", "1 s", "--cache-dir", str(tmp_path / "cache"),
+    ]  # fmt: skip
     total = len(noisy) + len(bad)
-    with running_job(opts, tmp_path) as job:
+    log = (tmp_path / "job.log").open("w")
+    job = subprocess.Popen(
+        argv,
+        cwd=REPO,
+        env={**env, "FLINK_LOG_DIR": str(tmp_path / "flink-logs")},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
         wait_until(
-            lambda: _ids_out(tmp_path / "out") >= total,
+            lambda: _ids_out(tmp_path / "out") >= total or job.poll() is not None,
             timeout=180,
             what=f"all {total} penguins predicted",
         )
-        job.result.get_job_client().cancel().result()
+        assert job.poll() is None, (tmp_path / "job.log").read_text()[-3000:]
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGTERM)
+            try:
+                job.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(job.pid, signal.SIGKILL)
+                job.wait()
+        log.close()
     out = {r["id"]: r for recs in read_outputs(tmp_path / "out").values() for r in recs}
     assert len(out) == total
     expected = np.asarray(reference["outputs"])
