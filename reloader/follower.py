@@ -15,10 +15,13 @@ signature, build and self-test failures) until the manifest points elsewhere.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import threading
+from pathlib import Path
 
+from reloader.atomic import write_atomic
 from reloader.errors import (
     CacheError,
     ManifestError,
@@ -84,8 +87,21 @@ class StoreFollower:
 
     def first_load(self) -> None:
         """The synchronous first check; raises its error (a process must not serve without a
-        model)."""
-        self.check(first=True)
+        model) unless the last good version of this store can serve instead.
+
+        A task Flink restarts after a failure starts its model again: if the store now offers a
+        refused version (bad bundle, failed self-test, a schema the job cannot feed) or cannot
+        be reached, the version this store last served from this cache directory is loaded
+        again (verified, built and self-tested like any other), so a bad upload never fails a
+        restart. The refused version stays quarantined; polling goes on.
+        """
+        try:
+            self.check(first=True)
+        except (NotReady, CacheError):
+            raise
+        except ReloaderError as e:
+            if not self._serve_last_good(e):
+                raise
 
     def start(self) -> None:
         self._thread = threading.Thread(
@@ -245,10 +261,45 @@ class StoreFollower:
         self._validator = fetched.validator
         self._offer(loaded)
 
+    def _serve_last_good(self, error: ReloaderError) -> bool:
+        record = self._last_good_path()
+        try:
+            manifest = parse(record.read_bytes()) if record is not None else None
+        except (OSError, ManifestError):
+            manifest = None
+        if manifest is None:
+            return False
+        try:
+            loaded = self.loader.load(self.source, manifest)
+        except ReloaderError as e:
+            log.warning("reloader: %s: the last good version cannot serve either: %s", self.url, e)
+            return False
+        self._last_logged = None
+        self._offer(loaded, reason=f"the last good version, because {type(error).__name__}")
+        return True
+
+    def _last_good_path(self) -> Path | None:
+        """Where the manifest this store last served is kept (one file per store URL)."""
+        cache = self.loader.settings.cache_dir
+        if cache is None:
+            return None
+        return cache / "last-good" / f"{hashlib.sha256(self.url.encode()).hexdigest()[:32]}.json"
+
+    def _remember(self, loaded: LoadedModel) -> None:
+        path = self._last_good_path()
+        if path is None:
+            return
+        try:
+            # No directory fsync: a record lost in a crash only loses this fallback.
+            write_atomic(path, loaded.manifest.to_bytes(), sync_dir=False)
+        except OSError as e:
+            log.warning("reloader: %s: cannot record the last good version: %s", self.url, e)
+
     def _offer(self, loaded: LoadedModel, *, reason: str = "") -> None:
         self.last_build = loaded.build_seconds
         if not self.slot.offer(loaded):
             return  # stopped while this was building; nobody will adopt it
+        self._remember(loaded)
         if not reason:
             self.reloads += 1
         self._last_logged = None

@@ -7,8 +7,8 @@ of its sample records with the training pipeline's (`skew`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence, Sized
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -16,55 +16,64 @@ import numpy.typing as npt
 from reloader.errors import BundleError, BundleOutputError, SelfTestError
 
 F64 = npt.NDArray[np.float64]
+_Cases = TypeVar("_Cases", bound=Sized)
 
 
 def matrix_spec(spec: Any, n_in: int, n_out: int) -> tuple[F64, F64, float]:
     """Contract 1's `{inputs, expected, tolerance}` as arrays, or a BundleError."""
-    try:
-        if not isinstance(spec, Mapping):
-            raise TypeError("no self-test")
-        inputs = np.asarray(spec["inputs"], dtype=np.float64)
-        expected = np.asarray(spec["expected"], dtype=np.float64)
-        tolerance = float(spec["tolerance"])
-        if (
-            inputs.ndim != 2
-            or inputs.shape[1] != n_in
-            or len(inputs) == 0
-            or expected.shape != (len(inputs), n_out)
-            or not tolerance > 0
-        ):
+
+    def rows(value: Any) -> F64:
+        inputs = np.asarray(value, dtype=np.float64)
+        if inputs.ndim != 2 or inputs.shape[1] != n_in:
             raise ValueError("shapes")
-    except (TypeError, KeyError, ValueError):
-        raise BundleError(
-            "ml.selfTest must be {inputs: [[...]], expected: [[...]], tolerance > 0} with "
-            "one row per case, matching meta.inputs and meta.outputs",
-            stage="selftest",
-        ) from None
-    return inputs, expected, tolerance
+        return inputs
+
+    return _cases(
+        spec,
+        "inputs",
+        rows,
+        n_out,
+        "{inputs: [[...]], expected: [[...]], tolerance > 0} with one row per case, matching "
+        "meta.inputs and meta.outputs",
+    )
 
 
 def records_spec(spec: Any, n_out: int) -> tuple[list[dict[str, Any]], F64, float]:
     """Contract 2's `{records, expected, tolerance}`: (records, expected, tolerance)."""
+
+    def records(value: Any) -> list[Mapping[str, Any]]:
+        given = list(value)
+        if not all(isinstance(r, Mapping) for r in given):
+            raise ValueError("shapes")
+        return given
+
+    given, expected, tolerance = _cases(
+        spec,
+        "records",
+        records,
+        n_out,
+        "{records: [{input: value}], expected: [[...]], tolerance > 0} with one row of "
+        "meta.outputs per record",
+    )
+    return [dict(r) for r in given], expected, tolerance
+
+
+def _cases(
+    spec: Any, key: str, parse: Callable[[Any], _Cases], n_out: int, shape: str
+) -> tuple[_Cases, F64, float]:
+    """`parse(spec[key])` (ValueError or TypeError when it is not cases), with `expected` one row
+    of `n_out` per case and `tolerance` > 0; else a BundleError: `ml.selfTest must be {shape}`."""
     try:
         if not isinstance(spec, Mapping):
             raise TypeError("no self-test")
-        records = list(spec["records"])
+        cases = parse(spec[key])
         expected = np.asarray(spec["expected"], dtype=np.float64)
         tolerance = float(spec["tolerance"])
-        if (
-            not records
-            or not all(isinstance(r, Mapping) for r in records)
-            or expected.shape != (len(records), n_out)
-            or not tolerance > 0
-        ):
+        if len(cases) == 0 or expected.shape != (len(cases), n_out) or not tolerance > 0:
             raise ValueError("shapes")
     except (TypeError, KeyError, ValueError):
-        raise BundleError(
-            "ml.selfTest must be {records: [{input: value}], expected: [[...]], "
-            "tolerance > 0} with one row of meta.outputs per record",
-            stage="selftest",
-        ) from None
-    return [dict(r) for r in records], expected, tolerance
+        raise BundleError(f"ml.selfTest must be {shape}", stage="selftest") from None
+    return cases, expected, tolerance
 
 
 def json_scores(results: Sequence[Any]) -> F64:

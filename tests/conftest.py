@@ -1,4 +1,5 @@
-"""Shared fixtures: real bundles built from the committed example models (once per session)."""
+"""Shared fixtures: real bundles built from the committed example models (once per session), a
+real S3 server, and the train venv's interpreter."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import pytest
 from model.bundle import EXAMPLES, build_bundle, bundle_path
 from model.data import load_wine_csv
 from tests.support.stores import Versions
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class WineData:
@@ -56,6 +59,21 @@ def bundle_v2(built_stores: dict[str, Path]) -> bytes:
 def versions(bundle_v1: bytes, bundle_v2: bytes) -> Versions:
     """Cheap distinct versions to publish: the real v1/v2 bundles plus a unique comment."""
     return Versions({"v1": bundle_v1, "v2": bundle_v2})
+
+
+@pytest.fixture(scope="session")
+def train_python() -> Path:
+    """The train venv's interpreter (TensorFlow, tensorflowjs): $TRAIN_PYTHON, else
+    .venv-train/bin/python. Missing, the test is skipped; in CI, which must run the train path,
+    it fails."""
+    path = Path(os.environ.get("TRAIN_PYTHON", ROOT / ".venv-train" / "bin" / "python"))
+    if not path.exists():
+        if os.environ.get("CI"):
+            pytest.fail(
+                f"TRAIN_PYTHON={path} missing: CI must run the train path (make setup-train)"
+            )
+        pytest.skip("train extra not installed: run `make setup-train`")
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -32,9 +32,9 @@ Markers: an HTML comment on the line before a fence (blank lines between are all
                                   ready once 127.0.0.1:N accepts connections, stopped with
                                   SIGTERM to that group when the page is done (SIGKILL after 10 s)
     <!-- exit: N -->              must exit with N instead of 0 (a documented failure)
-    <!-- python: train -->        a python block run by the train venv's interpreter
-                                  ($TRAIN_PYTHON, else .venv-train/bin/python); the page's test
-                                  is marked `train`
+    <!-- python: train -->        a python block run by the train venv's interpreter (the
+                                  `train_python` fixture: $TRAIN_PYTHON, else
+                                  .venv-train/bin/python); the page's test is marked `train`
 
 Streaming commands are bounded in the docs themselves (`--records 2000 --rate 0`), so what a
 reader copies is what ran here. The cheap checks (markers well formed, links resolve, README
@@ -47,7 +47,6 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -58,12 +57,15 @@ from typing import Any
 
 import pytest
 
+from tests.support import processes
+
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SHELL = {"sh", "bash", "shell", "console"}
 RUN = SHELL | {"python"}
 BLOCK_TIMEOUT = 900.0  # `make run` streams for 40 s after building and starting Flink
 READY_TIMEOUT = 60.0
+STOP_TIMEOUT = 10.0  # a background server: SIGTERM to its group, SIGKILL after this
 # Variables of the project and of the AWS tools: a reader's shell has none of ours.
 ISOLATED = ("AWS_", "PREDICT_JOB_", "RELOADER_", "MODEL_STORE_", "TRAIN_PYTHON", "MAKEFLAGS")
 # Files the temp checkout holds as real files, not symlinks (see `_mirror`): the install markers
@@ -73,7 +75,6 @@ REAL_FILES = {
     ".venv-train/.installed",
     "model/node_modules/.package-lock.json",
 }
-TRAIN_PYTHON = Path(os.environ.get("TRAIN_PYTHON", ROOT / ".venv-train" / "bin" / "python"))
 
 _FENCE = re.compile(r"^(`{3,})\s*([\w+-]*)\s*$")
 _MARKER = re.compile(r"^<!--\s*(not run|background|exit|python)\s*:\s*(.*?)\s*-->$")
@@ -212,10 +213,8 @@ def _page_params() -> list[Any]:
 @pytest.mark.parametrize("page", _page_params())
 def test_page_commands_run(page: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     blocks = [b for b in parse_page(page) if b.runs]
-    if any(b.markers.get("python") == "train" for b in blocks) and not TRAIN_PYTHON.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"TRAIN_PYTHON={TRAIN_PYTHON} missing: CI runs the train path")
-        pytest.skip("train extra not installed: run `make setup-train`")
+    train = any(b.markers.get("python") == "train" for b in blocks)
+    train_python = request.getfixturevalue("train_python") if train else None
     work = _checkout(tmp_path / "work")
     env = _environment(tmp_path)
     s3_urls = [m for b in blocks for m in _S3_URL.findall(b.script)]
@@ -225,12 +224,13 @@ def test_page_commands_run(page: Path, tmp_path: Path, request: pytest.FixtureRe
     with _background() as started:
         for block in blocks:
             t0 = time.monotonic()
+            command = _command(block, train_python)
             if "background" in block.markers:
                 port = int(block.markers["background"].split()[1])
-                started.append(_start(block, work, env, port, tmp_path))
+                started.append(_start(block, command, work, env, port, tmp_path))
                 out = ""
             else:
-                out = _run(block, work, env)
+                out = _run(block, command, work, env)
             tail = "".join(f"\n           | {line}" for line in out.splitlines()[-3:])
             report.append(f"{time.monotonic() - t0:7.1f} s  {block.where}{tail}")
     # Seen with `-s`: what each block took and the end of what it printed.
@@ -303,17 +303,19 @@ def _s3_for(
     return dict(server.env())
 
 
-def _command(block: Block) -> list[str]:
+def _command(block: Block, train_python: Path | None) -> list[str]:
     if block.lang == "python":
-        python = TRAIN_PYTHON if block.markers.get("python") == "train" else "python"
-        return [str(python), "-"]
+        if block.markers.get("python") == "train":
+            assert train_python is not None, "the page's train blocks ask for `train_python`"
+            return [str(train_python), "-"]
+        return ["python", "-"]
     return ["bash", "-euo", "pipefail", "-c", block.script]
 
 
-def _run(block: Block, work: Path, env: dict[str, str]) -> str:
+def _run(block: Block, command: list[str], work: Path, env: dict[str, str]) -> str:
     try:
         proc = subprocess.run(
-            _command(block),
+            command,
             cwd=work,
             env=env,
             input=block.script if block.lang == "python" else "",
@@ -346,40 +348,21 @@ def _accepts(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _start(block: Block, work: Path, env: dict[str, str], port: int, tmp: Path) -> _Server:
+def _start(
+    block: Block, command: list[str], work: Path, env: dict[str, str], port: int, tmp: Path
+) -> _Server:
     if _accepts(port):
         pytest.fail(f"{block.where}: port {port} is already in use here; the docs use it")
     log = tmp / f"background-{block.line}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            _command(block),
-            cwd=work,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: stopped as one below
-        )
+    proc = processes.start_group(command, log=log, cwd=work, env=env)
     server = _Server(block, proc, log)
     deadline = time.monotonic() + READY_TIMEOUT
     while not _accepts(port):
         if proc.poll() is not None or time.monotonic() > deadline:
-            _stop(server)
+            processes.stop_group(server.proc, timeout=STOP_TIMEOUT)
             pytest.fail(f"{block.where} did not listen on {port}:\n{log.read_text()[-4000:]}")
         time.sleep(0.1)
     return server
-
-
-def _stop(server: _Server) -> None:
-    if server.proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.proc.pid, signal.SIGTERM)
-        try:
-            server.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(server.proc.pid, signal.SIGKILL)
-            server.proc.wait()
 
 
 @contextlib.contextmanager
@@ -389,7 +372,7 @@ def _background() -> Iterator[list[_Server]]:
         yield started
     finally:
         for server in reversed(started):
-            _stop(server)
+            processes.stop_group(server.proc, timeout=STOP_TIMEOUT)
 
 
 def test_shell_blocks_use_only_known_tools() -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 
 from model.bundle import MODEL_DIR, build_bundle
+from tests.support import processes
 from tests.support.flink import read_outputs
 from tests.support.waiting import wait_until
 
@@ -72,32 +72,19 @@ def test_penguins_from_s3_in_the_job(api: str, tmp_path: Path, s3_session: Any) 
         "--roll-interval", "1 s", "--cache-dir", str(tmp_path / "cache"),
     ]  # fmt: skip
     total = len(noisy) + len(bad)
-    log = (tmp_path / "job.log").open("w")
-    job = subprocess.Popen(
+    with processes.process_group(
         argv,
+        log=tmp_path / "job.log",
+        stop_timeout=30,
         cwd=REPO,
         env={**env, "FLINK_LOG_DIR": str(tmp_path / "flink-logs")},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
+    ) as job:
         wait_until(
             lambda: _ids_out(tmp_path / "out") >= total or job.poll() is not None,
             timeout=180,
             what=f"all {total} penguins predicted",
         )
         assert job.poll() is None, (tmp_path / "job.log").read_text()[-3000:]
-    finally:
-        if job.poll() is None:
-            os.killpg(job.pid, signal.SIGTERM)
-            try:
-                job.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(job.pid, signal.SIGKILL)
-                job.wait()
-        log.close()
     out = {r["id"]: r for recs in read_outputs(tmp_path / "out").values() for r in recs}
     assert len(out) == total
     expected = np.asarray(reference["outputs"])

@@ -6,20 +6,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from job.metrics import free_port
 from job.prometheus import ALERTS, METRIC_PREFIX
 from reloader.sources import open_source
+from tests.support import processes
 from tests.support.stores import Versions, publish
 from tests.support.waiting import wait_until
 
@@ -112,18 +111,14 @@ class _Prometheus:
             "  - job_name: flink\n"
             f"    static_configs: [{{targets: ['127.0.0.1:{target}']}}]\n"
         )
-        self.log = (tmp / "prometheus.log").open("w")
-        self.proc = subprocess.Popen(
+        self.proc = processes.start_group(
             [
                 _tool("prometheus"),
                 f"--config.file={config}",
                 f"--storage.tsdb.path={tmp / 'tsdb'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
             ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
+            log=tmp / "prometheus.log",
         )
 
     def query(self, expr: str) -> dict[str, float]:
@@ -142,18 +137,7 @@ class _Prometheus:
         }
 
     def stop(self) -> None:
-        _stop(self.proc)
-        self.log.close()
-
-
-def _stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        processes.stop_group(self.proc, timeout=20)
 
 
 @pytest.fixture
@@ -162,8 +146,7 @@ def job_with_reporter(tmp_path: Path, versions: Versions) -> Iterator[tuple[int,
     with open_source(str(store)) as source:
         publish(source, versions.make("1", "v1"))
     port = free_port()
-    log = (tmp_path / "job.log").open("w")
-    job = subprocess.Popen(
+    with processes.process_group(
         [
             sys.executable,
             "-m",
@@ -183,18 +166,12 @@ def job_with_reporter(tmp_path: Path, versions: Versions) -> Iterator[tuple[int,
             "--prometheus-port",
             str(port),
         ],
+        log=tmp_path / "job.log",
+        stop_timeout=20,
         cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
         env={**os.environ, "FLINK_LOG_DIR": str(tmp_path / "flink-logs")},
-    )
-    try:
+    ):
         yield port, store
-    finally:
-        _stop(job)
-        log.close()
 
 
 @pytest.mark.slow

@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 
 from model.bundle import MODEL_DIR, BuildError, build_bundle
-from tests.model.conftest import FIXTURES
-from tests.support.spec_projects import typed_layers, typed_spec, write_project
+from tests.support.spec_projects import TYPED_FIXTURE, typed_layers, typed_spec, write_project
 from tests.support.tfjs_models import dense_model
 
 Spec = dict[str, Any]
@@ -281,7 +280,7 @@ def test_self_test_of_the_fast_path_is_checked_too(tmp_path: Path) -> None:
 
 def test_a_working_build_prints_its_report(tmp_path: Path) -> None:
     proc = subprocess.run(
-        ["node", str(MODEL_DIR / "build.mjs"), str(FIXTURES / "typed"), str(tmp_path / "s")],
+        ["node", str(MODEL_DIR / "build.mjs"), str(TYPED_FIXTURE), str(tmp_path / "s")],
         capture_output=True,
         text=True,
         check=True,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ from model.bundle import MODEL_DIR
 from model.spec import Spec, SpecError
 
 REPO = MODEL_DIR.parent
-TRAIN_PYTHON = os.environ.get("TRAIN_PYTHON", str(REPO / ".venv-train" / "bin" / "python"))
 
 # The Python side of the hooks' prepare(), shared by the script and this test.
 DERIVE = """
@@ -181,14 +179,7 @@ def _derive() -> Any:
 
 
 @pytest.mark.train
-def test_export_keras_writes_a_checked_project(tmp_path: Path) -> None:
-    if not Path(TRAIN_PYTHON).exists():
-        if os.environ.get("CI"):
-            pytest.fail(
-                f"TRAIN_PYTHON={TRAIN_PYTHON} missing: CI must run the train path "
-                "(make setup-train)"
-            )
-        pytest.skip("train extra not installed: run `make setup-train`")
+def test_export_keras_writes_a_checked_project(tmp_path: Path, train_python: Path) -> None:
     spec_path = tmp_path / "spec.in.json"
     spec_path.write_text(json.dumps(SPEC))
     hooks_path = tmp_path / "my_hooks.js"
@@ -197,7 +188,7 @@ def test_export_keras_writes_a_checked_project(tmp_path: Path) -> None:
     script.write_text(SCRIPT.replace("exec(DERIVE_SOURCE)", DERIVE))
     out = tmp_path / "project"
     proc = subprocess.run(
-        [TRAIN_PYTHON, str(script), str(REPO), str(out), str(spec_path), str(hooks_path)],
+        [train_python, str(script), str(REPO), str(out), str(spec_path), str(hooks_path)],
         capture_output=True,
         text=True,
         timeout=600,

@@ -16,11 +16,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from model.bundle import build_bundle, bundle_path
 from model.spec import Spec
-from tests.model.conftest import BuildSpec
 from tests.support.js_bundle import JsBundle
-from tests.support.spec_projects import write_project
+from tests.support.spec_projects import BuildSpec, built_bundle, write_project
 
 PARTS = ["year", "month", "day", "weekday", "hour", "minute", "dayofyear", "epoch_days"]
 SMALL = ["Biscoe", "Dream", "Torgersen", "Ísland", "☃"]
@@ -206,8 +204,7 @@ def _identity_project(tmp_path: Path, spec: dict[str, Any]) -> Path:
 def wide(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], bytes]:
     spec = _wide_spec()
     root = tmp_path_factory.mktemp("wide")
-    build_bundle(_identity_project(root, spec), root / "store")
-    return spec, bundle_path(root / "store").read_bytes()
+    return spec, built_bundle(_identity_project(root, spec), root / "store")
 
 
 def _same_errors(js: dict[int, str], py: dict[int, str]) -> None:

@@ -14,11 +14,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.model.conftest import FIXTURES, BuildSpec
 from tests.support.js_bundle import JsBundle
 from tests.support.spec_projects import (
     ISLANDS,
     SEXES,
+    TYPED_FIXTURE,
+    BuildSpec,
     typed_features,
     typed_spec,
     write_project,
@@ -247,5 +248,5 @@ def test_non_ascii_words_through_bytes_and_strings(tmp_path: Path, build_spec: B
 
 def test_the_committed_fixture_is_what_spec_projects_writes() -> None:
     # tests/model/fixtures/typed is `python -m tests.support.spec_projects` output, kept in step
-    written = json.loads((FIXTURES / "typed" / "spec.json").read_text())
+    written = json.loads((TYPED_FIXTURE / "spec.json").read_text())
     assert written == json.loads(json.dumps(typed_spec()))

@@ -7,7 +7,6 @@ The TensorFlow half runs under TRAIN_PYTHON (.venv-train)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -16,10 +15,6 @@ import pytest
 
 from model.bundle import MODEL_DIR, build_bundle, bundle_path
 from reloader.runtime import ModelRuntime
-
-TRAIN_PYTHON = os.environ.get(
-    "TRAIN_PYTHON", str(MODEL_DIR.parent / ".venv-train" / "bin" / "python")
-)
 
 SCRIPT = r"""
 import json, os, subprocess, sys
@@ -72,13 +67,9 @@ json.dump({"records": records, "outputs": net(tf.constant(features)).numpy().tol
 
 
 @pytest.mark.train
-def test_saved_model_as_graph_model(tmp_path: Path) -> None:
-    if not Path(TRAIN_PYTHON).exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"TRAIN_PYTHON={TRAIN_PYTHON} missing: CI must run the train path")
-        pytest.skip("train extra not installed: run `make setup-train`")
+def test_saved_model_as_graph_model(tmp_path: Path, train_python: Path) -> None:
     proc = subprocess.run(
-        [TRAIN_PYTHON, "-c", SCRIPT, str(tmp_path), str(MODEL_DIR.parent)],
+        [train_python, "-c", SCRIPT, str(tmp_path), str(MODEL_DIR.parent)],
         capture_output=True,
         text=True,
         timeout=600,

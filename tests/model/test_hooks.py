@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 
 from model.bundle import BuildError, build_bundle
-from tests.model.conftest import BuildSpec
 from tests.support.js_bundle import JsBundle
 from tests.support.spec_projects import (
     SAMPLE_RECORDS,
     SELF_TEST_RECORDS,
+    BuildSpec,
+    built_bundle,
     typed_features,
     typed_layers,
     typed_spec,
@@ -86,8 +87,7 @@ def hooked_spec(records: list[dict[str, Any]] | None = None) -> dict[str, Any]:
 def hooked_bundle(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     root = tmp_path_factory.mktemp("hooked")
     project = write_project(root / "p", hooked_spec(), typed_layers(), hooks=HOOKS)
-    build_bundle(project, root / "store")
-    return next((root / "store" / "bundles").iterdir()).read_bytes()
+    return built_bundle(project, root / "store")
 
 
 def test_meta_declares_derived_inputs_and_extras(hooked_bundle: bytes) -> None:

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from model.bundle import build_bundle, bundle_path
-from tests.model.conftest import BuildSpec
 from tests.support.js_bundle import JsBundle
+from tests.support.spec_projects import BuildSpec
 from tests.support.tfjs_models import dense_model, graph_model, numpy_forward, two_head_model
 
 RNG = np.random.default_rng(21)

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from model.spec import Features, OutputSpec, Spec, SpecError
 from model.spec_steps import datepart
+from tests.support.spec_projects import PENGUIN_INPUTS
 
 
 def penguins() -> dict[str, Any]:
@@ -27,11 +28,7 @@ def penguins() -> dict[str, Any]:
         "name": "penguins",
         "version": "1",
         "inputs": [
-            {"name": "island", "type": "string"},
-            {"name": "bill_length_mm", "type": "float", "nullable": True},
-            {"name": "sex", "type": "string", "nullable": True, "default": "unknown"},
-            {"name": "year", "type": "int"},
-            {"name": "observed", "type": "timestamp", "nullable": True},
+            *copy.deepcopy(PENGUIN_INPUTS),
             {"name": "bill_ratio", "type": "float", "derived": True},
         ],
         "features": [

@@ -7,7 +7,6 @@ TRAIN_PYTHON.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -17,22 +16,11 @@ import pytest
 from model.bundle import MODEL_DIR, build_bundle, bundle_path
 from reloader.runtime import ModelRuntime
 
-TRAIN_PYTHON = os.environ.get(
-    "TRAIN_PYTHON", str(MODEL_DIR.parent / ".venv-train" / "bin" / "python")
-)
-
 
 @pytest.mark.train
-def test_train_convert_build_predict(tmp_path: Path, wine) -> None:
-    if not Path(TRAIN_PYTHON).exists():
-        if os.environ.get("CI"):
-            pytest.fail(
-                f"TRAIN_PYTHON={TRAIN_PYTHON} missing: CI must run the train path "
-                "(make setup-train)"
-            )
-        pytest.skip("train extra not installed: run `make setup-train`")
+def test_train_convert_build_predict(tmp_path: Path, wine, train_python: Path) -> None:
     proc = subprocess.run(
-        [TRAIN_PYTHON, str(MODEL_DIR / "train.py"), "--out", str(tmp_path / "models")],
+        [train_python, str(MODEL_DIR / "train.py"), "--out", str(tmp_path / "models")],
         capture_output=True,
         text=True,
         timeout=900,
@@ -61,17 +49,13 @@ def test_train_convert_build_predict(tmp_path: Path, wine) -> None:
 
 
 @pytest.mark.train
-def test_train_penguins_export_build_predict(tmp_path: Path) -> None:
+def test_train_penguins_export_build_predict(tmp_path: Path, train_python: Path) -> None:
     """The penguins example from scratch: typed records, the spec fitted in Python, the hook, the
     export; the bundle's predictions on every record (its own encoding of the raw values) equal
     Keras' within 1e-5."""
-    if not Path(TRAIN_PYTHON).exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"TRAIN_PYTHON={TRAIN_PYTHON} missing: CI must run the train path")
-        pytest.skip("train extra not installed: run `make setup-train`")
     out = tmp_path / "penguins"
     proc = subprocess.run(
-        [TRAIN_PYTHON, str(MODEL_DIR / "train_penguins.py"), "--out", str(out)],
+        [train_python, str(MODEL_DIR / "train_penguins.py"), "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=900,

@@ -29,9 +29,6 @@ ZOO = MODEL_DIR / "examples" / "zoo"
 PROBE = Path(__file__).resolve().parent / "plan_probe.mjs"
 TOLERANCE = 1e-5
 GENERATED = ("dense-unrolled", "dense-js")
-TRAIN_PYTHON = os.environ.get(
-    "TRAIN_PYTHON", str(MODEL_DIR.parent / ".venv-train" / "bin" / "python")
-)
 
 
 @dataclass(frozen=True)
@@ -306,15 +303,11 @@ def test_dense_js_in_webassembly_equals_its_javascript_loops() -> None:
 
 
 @pytest.mark.train
-def test_zoo_script_trains_what_the_kernels_reproduce(tmp_path: Path) -> None:
+def test_zoo_script_trains_what_the_kernels_reproduce(tmp_path: Path, train_python: Path) -> None:
     """The whole zoo from Keras again (about 20 s of training), each bundle on its own kernel."""
-    if not Path(TRAIN_PYTHON).exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"TRAIN_PYTHON={TRAIN_PYTHON} missing: CI must run the train path")
-        pytest.skip("train extra not installed: run `make setup-train`")
     out = tmp_path / "zoo"
     proc = subprocess.run(
-        [TRAIN_PYTHON, str(MODEL_DIR / "zoo.py"), "--out", str(out)],
+        [train_python, str(MODEL_DIR / "zoo.py"), "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=300,

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from reloader.agent import HotModel
+from reloader.errors import ManifestError
 from reloader.manifest import Manifest, generate_key
 from reloader.sources import Source, open_source
 from tests.support.faults import PATCHES, bad_bundle
@@ -235,3 +236,58 @@ def test_http_faults(
         h.recovers(repair)
         gets = [r for r in http_store.requests() if r[0] == "GET"]
         assert ("GET", "/wine/version.json", 200) in gets
+
+
+# -- a restart while the store offers a bad version ----------------------------------------------
+
+
+@pytest.mark.parametrize("fault", ["selftest_mismatch", "garbage_manifest", "store_down"])
+def test_a_restart_serves_the_last_good_version(
+    fault: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    wine: Any,
+    http_store: HttpStore,
+    versions: Versions,
+) -> None:
+    """What a task Flink restarts does: a new HotModel on the same cache directory starts while
+    the store offers a refused version, or none: it serves the version this store last served,
+    and adopts the next good one."""
+    caplog.set_level(logging.INFO, logger="reloader")
+    url = http_store.url("wine")
+    with open_source(url, token="s3cret") as source:
+        publish(source, versions.make("v1", "v1"))
+        first = Harness(url, tmp_path, caplog, wine, source_options={"timeout": 0.5})
+        first.hm.start()
+        first.hm.stop()  # the task fails
+        if fault == "selftest_mismatch":
+            bad = bad_bundle(versions.bundles["v2"], "selftest_mismatch")
+            publish(source, versions.make("v9", data=bad))
+        elif fault == "garbage_manifest":
+            put_manifest(source, b"{not json")
+        else:
+            http_store.stop()
+        again = Harness(url, tmp_path, caplog, wine, source_options={"timeout": 0.5})
+        again.hm.start()  # the restarted task
+        try:
+            assert again.serving() == "v1"
+            assert any("last good version" in m for m in _infos(caplog))
+            if fault == "store_down":
+                http_store.start()  # same port
+            publish(source, versions.make("v2", "v2"))
+            checked(again.hm)
+            assert again.serving() == "v2"
+        finally:
+            again.hm.stop()
+
+    # No record of a last good version (another cache directory): the start fails as before.
+    with open_source(url, token="s3cret") as source:
+        put_manifest(source, b"{not json")
+        fresh = HotModel(url, poll_interval=3600, watch=False, cache_dir=tmp_path / "other",
+                         source_options={"timeout": 0.5})  # fmt: skip
+        with pytest.raises(ManifestError):
+            fresh.start()
+
+
+def _infos(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "reloader"]

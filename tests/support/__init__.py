@@ -6,6 +6,9 @@
 - `tests.support.flink`: Flink: the REST/port harness (`free_port`, `rest_get`, `local_rest`,
   `model_metrics`), the real job in a PyFlink mini-cluster (`running_job`, `read_outputs`), and a
   real standalone cluster from `bin/start-cluster.sh` (`StandaloneFlink`).
+- `tests.support.processes`: a process started in its own session and stopped with its whole
+  process group (`process_group`, `start_group`, `stop_group`): `python -m job`, Prometheus, the
+  docs' background servers.
 - `tests.support.faults`: bad bundles, each the real bundle with one fault appended.
 - `tests.support.stores`: versions to publish (`Versions`, `Version`), `publish`,
   `put_manifest` and the reference outputs each version must give (`reference_of`).

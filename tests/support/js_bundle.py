@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -15,16 +14,7 @@ import numpy.typing as npt
 from py_mini_racer import JSPromise, MiniRacer
 
 from reloader.v8 import PRELUDE, new_context
-
-
-def to_ms(v: Any) -> float:
-    """A timestamp value of a JSON record (ISO text, naive = UTC, or ms) as ms since 1970."""
-    if isinstance(v, int | float):
-        return float(v)
-    dt = datetime.fromisoformat(str(v))
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return (dt - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() * 1000.0
+from tests.support.spec_projects import to_ms
 
 
 class JsBundle:

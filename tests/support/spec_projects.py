@@ -1,10 +1,11 @@
-"""Model projects with a spec (docs/model-spec.md), written into a directory for `build.mjs`.
+"""Model projects with a spec (docs/model-spec.md), written into a directory for `build.mjs`, and
+built into bundles (`built_bundle`).
 
 `write_typed(dir)` writes the "typed" project (every input type, nulls, a default, vocabularies
 with and without an OOV bucket, one-hot, bucketize, clip + log1p, date parts, standardize, minmax)
 with a hand-written Dense model; its `selfTest.expected` and `samples.features` come from
 `typed_features`, a third, plain-Python implementation of that one spec (`datetime` for the date
-parts), so neither runtime checks itself. The committed copy is
+parts), so neither runtime checks itself. The committed copy is `TYPED_FIXTURE`,
 `tests/model/fixtures/typed/`; regenerate it with
 
     python -m tests.support.spec_projects tests/model/fixtures/typed
@@ -17,14 +18,21 @@ import copy
 import json
 import math
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from model.bundle import build_bundle, bundle_path
 from tests.support.tfjs_models import Layer, dense_model, numpy_forward
+
+TYPED_FIXTURE = Path(__file__).resolve().parents[1] / "model" / "fixtures" / "typed"
+
+# A project dir -> the bytes of its bundle, built into a fresh store (`build_spec` in
+# tests/model/conftest.py).
+BuildSpec = Callable[[Path], bytes]
 
 LABELS = ["Adelie", "Chinstrap", "Gentoo"]
 ISLANDS = ["Biscoe", "Dream", "Torgersen"]
@@ -33,15 +41,20 @@ BILL_BOUNDARIES = [40.0, 45.0, 50.0]
 WEEKDAY_IMPUTE = "2024-01-01T00:00:00Z"
 EPOCH_IMPUTE = 1.7e12
 
+# The raw inputs of the penguin records in docs/model-spec.md's example spec.
+PENGUIN_INPUTS: list[dict[str, Any]] = [
+    {"name": "island", "type": "string"},
+    {"name": "bill_length_mm", "type": "float", "nullable": True},
+    {"name": "sex", "type": "string", "nullable": True, "default": "unknown"},
+    {"name": "year", "type": "int"},
+    {"name": "observed", "type": "timestamp", "nullable": True},
+]
+
 TYPED_SPEC: dict[str, Any] = {
     "name": "typed",
     "version": "1",
     "inputs": [
-        {"name": "island", "type": "string"},
-        {"name": "bill_length_mm", "type": "float", "nullable": True},
-        {"name": "sex", "type": "string", "nullable": True, "default": "unknown"},
-        {"name": "year", "type": "int"},
-        {"name": "observed", "type": "timestamp", "nullable": True},
+        *copy.deepcopy(PENGUIN_INPUTS),
         {"name": "tagged", "type": "bool"},
         {"name": "body_mass_g", "type": "float", "nullable": True},
     ],
@@ -180,7 +193,8 @@ SAMPLE_RECORDS: list[dict[str, Any]] = [
 ]
 
 
-def _ms(v: Any) -> float:
+def to_ms(v: Any) -> float:
+    """A timestamp value of a JSON record (ISO text, naive = UTC, or ms) as ms since 1970."""
     if isinstance(v, int | float):
         return float(v)
     dt = datetime.fromisoformat(str(v))
@@ -206,9 +220,9 @@ def typed_features(records: Sequence[Mapping[str, Any]]) -> np.ndarray:
         row += [1.0 if sex == v else 0.0 for v in SEXES]
         row.append((rec["year"] - 2007) / (2009 - 2007))
         obs = rec["observed"]
-        row.append(float(_utc(0.0 if obs is None else _ms(obs)).month))
-        row.append(float(_utc(_ms(WEEKDAY_IMPUTE) if obs is None else _ms(obs)).weekday()))
-        days = (EPOCH_IMPUTE if obs is None else _ms(obs)) / 86400000.0
+        row.append(float(_utc(0.0 if obs is None else to_ms(obs)).month))
+        row.append(float(_utc(to_ms(WEEKDAY_IMPUTE) if obs is None else to_ms(obs)).weekday()))
+        days = (EPOCH_IMPUTE if obs is None else to_ms(obs)) / 86400000.0
         row.append((days - 19000) / 500)
         row.append(1.0 if rec["tagged"] else 0.0)
         bucket = bisect.bisect_right(BILL_BOUNDARIES, bill)
@@ -259,6 +273,12 @@ def typed_spec(layers: Sequence[Layer] | None = None) -> dict[str, Any]:
         "features": typed_features(SAMPLE_RECORDS).astype(np.float64).tolist(),
     }
     return spec
+
+
+def built_bundle(project: Path, store: Path) -> bytes:
+    """`project` built into the store dir `store`: the bundle's bytes."""
+    build_bundle(project, store)
+    return bundle_path(store).read_bytes()
 
 
 def write_typed(out: Path) -> Path:
