@@ -14,7 +14,13 @@ Cases (each in a fresh mini-cluster, the WINE source unthrottled, a blackhole si
     identity-typed        a pandas UDF over the same columns returning a typed ROW (label, score,
                           model_version) of constants: the typed path's baseline
     typed                 the typed path: the model as the SQL function (job.table), its ROW's
-                          label, score and model_version into the sink
+                          label, score and model_version into the sink, through the Table API
+    typed-sql             the same function registered with `register_model` and called from a
+                          SQL INSERT ... SELECT (the same plan expected: the same pace)
+    peer-numpy            a peer a user might pick instead: a pandas UDF running the same
+                          network in numpy (bench/peers.py), the same ROW out via job.table.frame
+    peer-onnx             the same with ONNX Runtime (a graph built from the same weights, one
+                          intra-op thread); neither peer hot-swaps
     record                one V8 call per record (PredictRecord, the seed's design)
 
 Each figure is the steady pace: the source's output count (sampled from Flink's REST API; with
@@ -46,6 +52,9 @@ CASES = [
     "vectorized",
     "identity-typed",
     "typed",
+    "typed-sql",
+    "peer-numpy",
+    "peer-onnx",
     "record",
 ]
 
@@ -73,6 +82,9 @@ def run_one(case: str, parallelism: int, records: int, store: str, cache: str) -
         "identity-vectorized-json": "vectorized",
         "identity-typed": "vectorized",
         "typed": "vectorized",
+        "typed-sql": "vectorized",
+        "peer-numpy": "vectorized",
+        "peer-onnx": "vectorized",
     }[case]
     rest, rest_conf = local_rest()
     opts = JobOptions(
@@ -126,13 +138,29 @@ def run_one(case: str, parallelism: int, records: int, store: str, cache: str) -
     def identity_json(ids: pd.Series, *rest: pd.Series) -> pd.Series:
         return pd.Series([line % i for i in ids.tolist()], dtype=object)
 
-    if case in ("typed", "identity-typed"):
+    if case == "typed-sql":
+        from job.table import register_model
+
+        t_env.create_temporary_view("wine", wine_source(env, t_env, 0, records))
+        sig = register_model(t_env, "predict", opts.model_settings())
+        table_result = t_env.execute_sql(
+            "INSERT INTO typed_sink SELECT p.label, p.score, p.model_version "
+            f"FROM (SELECT {sig.call('predict')} AS p FROM wine)"
+        )
+        job_id = str(table_result.get_job_client().get_job_id())
+        return steady_rate(rest, job_id, records, table_result)
+    if case in ("typed", "identity-typed", "peer-numpy", "peer-onnx"):
         table = wine_source(env, t_env, 0, records)
         cols = table.get_schema().get_field_names()
         if case == "typed":
             from job.table import model_function
 
             fn, sig = model_function(opts.model_settings())
+            args = [col(name) for name, _ in sig.inputs]
+        elif case.startswith("peer-"):
+            from bench.peers import peer_function
+
+            fn, sig = peer_function(case.removeprefix("peer-"), store)
             args = [col(name) for name, _ in sig.inputs]
         else:
             fn, args = identity_typed, [col(c) for c in cols]
@@ -270,6 +298,9 @@ def main() -> int:
         "process_vs_keyed_identity": ("process", "identity-keyed"),
         "vectorized_vs_record": ("vectorized", "record"),
         "typed_vs_identity": ("typed", "identity-typed"),
+        "typed_sql_vs_table": ("typed-sql", "typed"),
+        "typed_vs_numpy_peer": ("typed", "peer-numpy"),
+        "typed_vs_onnx_peer": ("typed", "peer-onnx"),
     }
     for p in parallelisms:
         for name, (a, b) in pairs.items():
