@@ -36,7 +36,8 @@ _FLAGS: list[tuple[str, str, type, str]] = [
         "--sink",
         "sink",
         str,
-        "'print', dir:PATH (JSON lines, committed on checkpoints), csv:PATH or json:PATH (typed)",
+        "'print', 'blackhole' (discarded), dir:PATH (JSON lines, committed on checkpoints), "
+        "csv:PATH or json:PATH (typed)",
     ),
     (
         "--columns",
@@ -127,6 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
         "readable), e.g. when only the cluster can reach the store (default: "
         "$PREDICT_JOB_SKIP_CHECK, else false)",
     )
+    commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
+    pack = commands.add_parser(
+        "pack",
+        help="write the archive a cluster's Python workers need: `flink run -pyfs OUT.zip` "
+        "(docs/deploy.md)",
+        description="Writes the job and the installed distributions it needs at run time "
+        "into one zip for `flink run -pyfs` (docs/deploy.md). Build it with the cluster's "
+        "Python version and platform.",
+    )
+    pack.add_argument("out", metavar="OUT.zip", type=Path, help="where the archive goes")
     return parser
 
 
@@ -178,6 +189,8 @@ def preflight(opts: JobOptions) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "pack":
+        return _pack(args.out)
     try:
         opts = options_from(args)
         if not opts.model:
@@ -202,6 +215,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Py4JJavaError as e:
         log_dir = os.environ.get("FLINK_LOG_DIR", "Flink's log directory")
         return _fail(f"the job failed: {_root_cause(e)} (full trace in {log_dir})", 1)
+
+
+def _pack(out: Path) -> int:
+    from job.pack import PackError, pack
+
+    try:
+        packed = pack(out)
+    except (PackError, OSError) as e:
+        return _fail(f"cannot pack {out}: {e}", 1)
+    print(packed.summary())
+    return 0
 
 
 def _fail(message: str, code: int) -> int:

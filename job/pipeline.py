@@ -10,12 +10,14 @@ Sources (tables):
                 ends (scoring a directory of records)
 Sinks (one STRING column of JSON lines):
     print       stdout of the TaskManagers
+    blackhole   discarded (measuring the job itself)
     dir:PATH    rolling files, committed on checkpoints (exactly-once)
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -74,9 +76,12 @@ class JobOptions:
                 "source must be 'wine', 'dir:PATH', 'files:PATH', 'csv:PATH' or 'json:PATH', "
                 f"got {self.source!r}"
             )
-        if not (self.sink == "print" or self.sink.startswith(("dir:", *TYPED_FORMATS))):
+        if not (
+            self.sink in ("print", "blackhole") or self.sink.startswith(("dir:", *TYPED_FORMATS))
+        ):
             raise ValueError(
-                f"sink must be 'print', 'dir:PATH', 'csv:PATH' or 'json:PATH', got {self.sink!r}"
+                "sink must be 'print', 'blackhole', 'dir:PATH', 'csv:PATH' or 'json:PATH', "
+                f"got {self.sink!r}"
             )
         if self.sink.startswith(TYPED_FORMATS) and not self.typed:
             raise ValueError("a csv:/json: sink takes typed results: use a csv:/json: source")
@@ -119,11 +124,14 @@ class JobOptions:
         )
 
 
-def flink_configuration(opts: JobOptions) -> dict[str, str]:
-    """The Flink settings the options imply (a plain dict, so it is easy to show and test)."""
+def flink_configuration(opts: JobOptions, *, submitted: bool = False) -> dict[str, str]:
+    """The Flink settings the options imply (a plain dict, so it is easy to show and test).
+
+    `submitted`: `flink run` started this process (`submitted_by_flink`). The Python the workers
+    run and their path are then the cluster's (its configuration, `flink run -pyexec/-pyfs`):
+    this interpreter and its path exist only where the job was submitted from.
+    """
     conf = {
-        "python.executable": sys.executable,
-        "python.client.executable": sys.executable,
         "python.execution-mode": opts.python_mode,
         "python.fn-execution.bundle.time": str(opts.bundle_time_ms),
         "python.fn-execution.bundle.size": str(opts.bundle_size),
@@ -135,20 +143,35 @@ def flink_configuration(opts: JobOptions) -> dict[str, str]:
         "restart-strategy.fixed-delay.attempts": str(opts.restart_attempts),
         "restart-strategy.fixed-delay.delay": "1 s",
     }
+    if not submitted:
+        conf["python.executable"] = sys.executable
+        conf["python.client.executable"] = sys.executable
     if opts.checkpointing_ms:
         conf["execution.checkpointing.interval"] = f"{opts.checkpointing_ms} ms"
         conf["execution.checkpointing.mode"] = "EXACTLY_ONCE"
     if opts.checkpoint_dir:
         conf["execution.checkpointing.storage"] = "filesystem"
-        conf["execution.checkpointing.dir"] = Path(opts.checkpoint_dir).resolve().as_uri()
+        conf["execution.checkpointing.dir"] = _uri(opts.checkpoint_dir)
     if opts.prometheus_port:
         conf.update(reporter_configuration(opts.prometheus_port))
-    if opts.python_mode == "thread":
+    if opts.python_mode == "thread" and not submitted:
         # Thread mode runs Python inside the JVM: it needs this venv's packages on the path.
         paths = [p for p in sys.path if p and os.path.isdir(p)]
         conf["python.pythonpath"] = os.pathsep.join(paths)
     conf.update(opts.extra_config)
     return conf
+
+
+def submitted_by_flink() -> bool:
+    """Whether `flink run` started this process: its JVM is up and gave PyFlink its port."""
+    return "PYFLINK_GATEWAY_PORT" in os.environ
+
+
+def _uri(path: str) -> str:
+    """A URI as it is (`s3://...`, `file:///...`); a local path as an absolute file URI."""
+    if re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*://", path):
+        return path
+    return Path(path).resolve().as_uri()
 
 
 def environments(opts: JobOptions) -> tuple[Any, Any]:
@@ -162,7 +185,7 @@ def environments(opts: JobOptions) -> tuple[Any, Any]:
     if opts.prometheus_port:
         add_reporter_to_local_classpath()  # before PyFlink starts its gateway JVM
     conf = Configuration()
-    for key, value in flink_configuration(opts).items():
+    for key, value in flink_configuration(opts, submitted=submitted_by_flink()).items():
         conf.set_string(key, value)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(opts.parallelism)
@@ -198,7 +221,7 @@ def wine_source(env: Any, t_env: Any, rate: float, records: int) -> Any:
     )
     stream = env.from_source(
         Source(source), WatermarkStrategy.no_watermarks(), "wine ids", type_info=Types.LONG()
-    )
+    ).uid("source-wine")  # its state (how far it got) goes into savepoints under this uid
     t_env.create_temporary_view("wine_ids", t_env.from_data_stream(stream))
     n = len(x)
     # Row i of the data set is WINE row id % n; DOUBLE literals (E0) keep the columns DOUBLE.
@@ -224,7 +247,9 @@ def dir_source(env: Any, path: str, *, follow: bool = True) -> Any:
     if follow:
         builder = builder.monitor_continuously(Duration.of_seconds(1))
     source = builder.build()
-    return env.from_source(source, WatermarkStrategy.no_watermarks(), f"files in {path}")
+    return env.from_source(source, WatermarkStrategy.no_watermarks(), f"files in {path}").uid(
+        "source-files"
+    )
 
 
 # -- the graph ------------------------------------------------------------------------------------
@@ -276,7 +301,9 @@ def build(opts: JobOptions, env: Any, t_env: Any, *, predictor: Any = None) -> A
         as_json = t_env.sql_query(f"SELECT JSON_OBJECT({fields}) AS line FROM rows_to_json")
         stream = t_env.to_data_stream(as_json)
     if opts.api == "record":
-        out = stream.process(PredictRecord(settings), output_type=Types.STRING())
+        out = stream.process(PredictRecord(settings), output_type=Types.STRING()).uid(
+            "predict-record"
+        )
     else:
         from job.functions import RouteBySubtask
 
@@ -286,7 +313,9 @@ def build(opts: JobOptions, env: Any, t_env: Any, *, predictor: Any = None) -> A
         keyed = stream.key_by(
             RouteBySubtask(opts.parallelism, MAX_PARALLELISM), key_type=Types.INT()
         )
-        out = keyed.process(function, output_type=Types.STRING())
+        # The uid names its state (the pending batch, timers) in savepoints: an upgraded job
+        # finds it under the same uid (docs/deploy.md).
+        out = keyed.process(function, output_type=Types.STRING()).uid("predict-batched")
     return t_env.from_data_stream(out).alias("record")
 
 
@@ -329,8 +358,10 @@ def sink(opts: JobOptions, t_env: Any, result: Any) -> Any:
     """Inserts `result` into the sink the options name; returns the TableResult (job started)."""
     if opts.typed:
         return _typed_sink(opts, t_env, result)
-    if opts.sink == "print":
-        ddl = "CREATE TEMPORARY TABLE predictions (record STRING) WITH ('connector' = 'print')"
+    if opts.sink in ("print", "blackhole"):
+        ddl = (
+            f"CREATE TEMPORARY TABLE predictions (record STRING) WITH ('connector' = '{opts.sink}')"
+        )
     else:
         path = Path(opts.sink[len("dir:") :]).resolve()
         ddl = f"""CREATE TEMPORARY TABLE predictions (record STRING) WITH (
@@ -360,8 +391,8 @@ def _typed_sink(opts: JobOptions, t_env: Any, result: Any) -> Any:
         if fmt != "csv" or type(t).__name__ not in ("MapType", "ArrayType")
     ]
     columns = ", ".join(f"`{n}` {_sql_type(t)}" for n, t in keep)
-    if opts.sink == "print":
-        options = "'connector' = 'print'"
+    if opts.sink in ("print", "blackhole"):
+        options = f"'connector' = '{opts.sink}'"
     else:
         options = _file_options(fmt, path) + (
             f", 'sink.rolling-policy.rollover-interval' = '{opts.roll_interval}'"

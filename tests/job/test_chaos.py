@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -30,7 +29,14 @@ from reloader.layout import MANIFEST_NAME
 from reloader.manifest import generate_key, public_key_pem
 from reloader.sources import open_source
 from tests.support.faults import bad_bundle
-from tests.support.flink import check_predictions, read_outputs, rest_get, running_job
+from tests.support.flink import (
+    Feeder,
+    check_predictions,
+    ids_out,
+    read_outputs,
+    rest_get,
+    running_job,
+)
 from tests.support.http_store import HttpStore
 from tests.support.stores import Version, Versions, publish
 from tests.support.waiting import wait_until
@@ -39,36 +45,6 @@ pytestmark = pytest.mark.slow
 
 KEY = generate_key()
 STRANGER = generate_key()
-CHUNK = 40  # records per input file; one file every FEED_PERIOD
-FEED_PERIOD = 0.1
-
-
-class Feeder(threading.Thread):
-    """Writes WINE records as JSON-lines files into the job's input directory, continuously, so
-    batches (and with them the metrics) keep flowing through every fault."""
-
-    def __init__(self, in_dir: Path, wine: Any) -> None:
-        super().__init__(name="chaos-feeder", daemon=True)
-        self.in_dir = in_dir
-        self.wine = wine
-        self.next_id = 0
-        self.stopped = threading.Event()
-        self.files = 0
-
-    def write_chunk(self) -> None:
-        lines = []
-        for i in range(self.next_id, self.next_id + CHUNK):
-            row = self.wine.records[i % len(self.wine.records)]
-            lines.append(json.dumps({"id": i, **row}))
-        self.next_id += CHUNK
-        tmp = self.in_dir / f".part-{self.files:05d}.jsonl"  # hidden: not read until renamed
-        tmp.write_text("\n".join(lines) + "\n")
-        tmp.rename(self.in_dir / f"part-{self.files:05d}.jsonl")
-        self.files += 1
-
-    def run(self) -> None:
-        while not self.stopped.wait(FEED_PERIOD):
-            self.write_chunk()
 
 
 class Lines(logging.Handler):
@@ -136,7 +112,7 @@ class Chaos:
         return [r.getMessage() for r in list(self.log.records) if r.levelno >= logging.WARNING]
 
     def running(self) -> bool:
-        return str(rest_get(self.job.rest, f"/jobs/{self.job.job_id}")["state"]) == "RUNNING"
+        return self.job.state() == "RUNNING"
 
     def wait_serving(self, version: int, what: str, timeout: float = 60.0) -> None:
         self.job.wait_metric("version_number", lambda vs: vs == [version], what, timeout=timeout)
@@ -246,7 +222,7 @@ def test_the_job_survives_every_fault_and_loses_nothing(
             feeder.join()
             total = feeder.next_id
             wait_until(
-                lambda: _ids_out(tmp_path / "out", total) >= total,
+                lambda: ids_out(tmp_path / "out", total) >= total,
                 timeout=120,
                 what=f"all {total} records committed",
             )
@@ -348,7 +324,7 @@ def _faults(chaos: Chaos, http: HttpStore, marker: Path, poison_id: int) -> None
     )
 
     # A task failure: a record that raises once; Flink restarts the task from its checkpoint.
-    restarts = _restarts(chaos)
+    restarts = chaos.job.restarts()
     serving = chaos.serving
 
     def poison() -> None:
@@ -359,7 +335,7 @@ def _faults(chaos: Chaos, http: HttpStore, marker: Path, poison_id: int) -> None
     t0 = time.monotonic()
     first_id = chaos.feeder.next_id
     poison()
-    wait_until(lambda: _restarts(chaos) > restarts, timeout=60, what="the task restarted")
+    wait_until(lambda: chaos.job.restarts() > restarts, timeout=60, what="the task restarted")
     wait_until(chaos.running, timeout=60, what="the job running again")
     chaos.wait_serving(serving, "serving the last good version after the restart")
     assert marker.exists()
@@ -372,20 +348,6 @@ def _faults(chaos: Chaos, http: HttpStore, marker: Path, poison_id: int) -> None
             recovered_after_s=time.monotonic() - t0,
             ids=(first_id, chaos.feeder.next_id),
         )
-    )
-
-
-def _restarts(chaos: Chaos) -> int:
-    got = rest_get(chaos.job.rest, f"/jobs/{chaos.job.job_id}/metrics?get=numRestarts")
-    return int(float(got[0]["value"])) if got else 0
-
-
-def _ids_out(out_dir: Path, below: int) -> int:
-    """Distinct fed ids (< `below`) in the committed output."""
-    if not out_dir.exists():
-        return 0
-    return len(
-        {r["id"] for recs in read_outputs(out_dir).values() for r in recs if r["id"] < below}
     )
 
 

@@ -69,6 +69,18 @@ def test_configuration_follows_the_measured_choices(tmp_path: Path) -> None:
     ] == "process"  # fmt: skip
 
 
+def test_a_job_started_by_flink_run_leaves_its_python_to_the_cluster() -> None:
+    """Run locally, the job gives the mini-cluster its own interpreter and path; submitted by
+    `flink run` (docs/deploy.md), those are the cluster's (-pyexec, -pyfs, its config)."""
+    local = flink_configuration(JobOptions(model="m"))
+    assert local["python.executable"] == sys.executable and "python.pythonpath" in local
+    submitted = flink_configuration(JobOptions(model="m"), submitted=True)
+    python = {"python.executable", "python.client.executable", "python.pythonpath"}
+    assert not python & set(submitted)
+    s3 = flink_configuration(JobOptions(model="m", checkpoint_dir="s3://flink/checkpoints"))
+    assert s3["execution.checkpointing.dir"] == "s3://flink/checkpoints"  # a URI as it is
+
+
 @pytest.mark.slow
 def test_demo_runs_unattended_and_adopts_v2(tmp_path: Path) -> None:
     """`make run` without a TTY: the embedded demo streams, publishes v2 midway, adopts it and

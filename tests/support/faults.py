@@ -89,3 +89,11 @@ POISON_LOOP = """
   return b; };
   globalThis.ml.predictBuffer = function (n) { if (input[0] === 999) { for (;;) {} }
   return real(n); }; })();"""
+
+
+# A working bundle (not in PATCHES: only a typed job refuses it) that declares its input 'ash' as
+# 'ash_ppm': a job whose columns were fixed for the real bundle lacks that input, so
+# reloader.compat refuses the version.
+RENAMED_INPUT = """
+;globalThis.ml.meta = Object.assign({}, globalThis.ml.meta,
+  {inputs: globalThis.ml.meta.inputs.map((n) => (n === 'ash' ? 'ash_ppm' : n))});"""
