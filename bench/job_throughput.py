@@ -192,13 +192,27 @@ def run_one(case: str, parallelism: int, records: int, store: str, cache: str) -
     return steady_rate(rest, job_id, records, table_result)
 
 
-def steady_rate(rest: str, job_id: str, records: int, table_result: Any = None) -> float:
+def steady_rate(
+    rest: str,
+    job_id: str,
+    records: int,
+    table_result: Any = None,
+    *,
+    probe: Any = None,
+    out: dict[str, float] | None = None,
+) -> float:
     """Records/s through the job between 20% and 90% of the input, from the source's
-    numRecordsOut (backpressure makes it the pipeline's pace), sampled from the REST API."""
+    numRecordsOut (backpressure makes it the pipeline's pace), sampled from the REST API.
+
+    `probe()`, when given, is sampled with each count (e.g. CPU seconds used so far); its rate
+    over the same window goes to `out["probe_per_s"]`.
+    """
     from tests.support.flink import rest_get
 
     samples: list[tuple[float, float]] = []
+    probed: dict[float, float] = {}
     ids: list[str] = []
+    subtasks = 1
     vertex = ""
     while True:
         try:
@@ -207,9 +221,10 @@ def steady_rate(rest: str, job_id: str, records: int, table_result: Any = None) 
             break
         if status["state"] in ("FINISHED", "FAILED", "CANCELED"):
             break
-        if not ids:
+        if len(ids) < subtasks:  # each subtask's metrics appear once it runs
             for v in status["vertices"]:
                 if v["name"].startswith("Source: wine ids"):
+                    subtasks = int(v["parallelism"])
                     vertex = v["id"]
                     listing = rest_get(rest, f"/jobs/{job_id}/vertices/{vertex}/metrics")
                     ids = [
@@ -217,13 +232,16 @@ def steady_rate(rest: str, job_id: str, records: int, table_result: Any = None) 
                         for m in listing
                         if m["id"].endswith(".numRecordsOut") and "Source" in m["id"]
                     ]
-        if ids:
+        if len(ids) == subtasks:
             try:
                 path = f"/jobs/{job_id}/vertices/{vertex}/metrics?get={','.join(ids)}"
                 got = rest_get(rest, path)
             except OSError:
                 break
-            samples.append((time.perf_counter(), sum(float(m["value"]) for m in got)))
+            now = time.perf_counter()
+            samples.append((now, sum(float(m["value"]) for m in got)))
+            if probe is not None:
+                probed[now] = probe()
         time.sleep(0.1)  # sampling period of a benchmark, not a wait for an event
     if table_result is not None:
         table_result.wait()
@@ -231,6 +249,8 @@ def steady_rate(rest: str, job_id: str, records: int, table_result: Any = None) 
     if len(window) < 2 or window[-1][1] == window[0][1]:
         raise RuntimeError(f"too few samples in the steady window: {samples}")
     (t0, c0), (t1, c1) = window[0], window[-1]
+    if probe is not None and out is not None:
+        out["probe_per_s"] = (probed[t1] - probed[t0]) / (t1 - t0)
     return (c1 - c0) / (t1 - t0)
 
 

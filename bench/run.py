@@ -9,7 +9,8 @@ Runs each benchmark in its own process, one at a time (so none disturbs another'
     models.py         build time, bundle size and check's time per example model
     keras_vs_v8.py    fast path vs Keras `model(x)` (needs the train venv, else a skip reason)
     swap.py           swap stall under load, publish -> serve per store, RSS over many swaps
-    job_throughput.py records/s of the job's paths beside identity jobs
+    job_throughput.py records/s of the job's paths beside identity jobs and peers (numpy, ONNX)
+    scaling.py        p=2 over p=1 on standalone clusters, per layout and path, with cores busy
     job_latency.py    end-to-end latency at 1,000 records/s
     soak.py           the job for minutes under good and bad publishes: nothing lost
 
@@ -71,6 +72,26 @@ KEYS: dict[str, tuple[str, str]] = {
         "the model as the SQL function (typed ROW) ÷ an identity pandas UDF returning the same ROW "
         "of constants, p=1",
     ),
+    "job_typed_records_per_s": (
+        ">= 300,000",
+        "the typed path's records/s at p=1 (WINE, 13 DOUBLE columns in, the ROW out)",
+    ),
+    "job_typed_sql_vs_table": ("≈ 1", "the model function called from SQL ÷ from the Table API"),
+    "job_typed_vs_best_peer": (
+        ">= 0.8",
+        "the typed path ÷ the faster peer (a numpy or ONNX Runtime pandas UDF on the same "
+        "weights, the same ROW out, no hot swap), p=1",
+    ),
+    "job_process_vs_keyed_identity": (
+        ">= 0.8",
+        "process-path predict ÷ an identity KeyedProcessFunction behind the same key_by, p=1",
+    ),
+    "scaling_p2_vs_p1": (
+        ">= 1.7",
+        "records/s at p=2 ÷ p=1 on a standalone cluster, the best layout and path "
+        "(bench/scaling.py)",
+    ),
+    "scaling_cores_busy_p1": ("", "cores the same job keeps busy at p=1 (of this machine's)"),
     "swap_stall_max_ms": ("<= 1", "pointer swap on the predicting thread, max over the swaps"),
     "swap_stall_p99_ms": ("<= 1", "the same, p99"),
     "publish_to_serve_dir_s": ("", "publish -> first prediction, local dir (inotify)"),
@@ -116,7 +137,9 @@ def plan(quick: bool) -> list[tuple[str, str, list[str]]]:
             ("swap", "swap.py", ["--swaps", "20", "--rss-swaps", "200"]),
             ("throughput", "job_throughput.py", ["--quick", "--records", "80000",
              "--cases",
-             "identity-process,process,identity-vectorized,vectorized,identity-typed,typed,record"]),
+             "identity-process,identity-keyed,process,identity-vectorized,vectorized,"
+             "identity-typed,typed,typed-sql,peer-numpy,peer-onnx,record"]),
+            ("scaling", "scaling.py", ["--quick", "--paths", "3", "--records", "100000"]),
             ("latency", "job_latency.py", ["--quick", "--seconds", "5"]),
             ("soak", "soak.py", ["--minutes", "1"]),
         ]  # fmt: skip
@@ -134,10 +157,12 @@ def plan(quick: bool) -> list[tuple[str, str, list[str]]]:
                 "--records",
                 "120000",
                 "--cases",
-                "identity-process,process,identity-vectorized,identity-vectorized-json,vectorized,"
-                "identity-typed,typed,record",
+                "identity-process,identity-keyed,process,identity-vectorized,"
+                "identity-vectorized-json,vectorized,identity-typed,typed,typed-sql,peer-numpy,"
+                "peer-onnx,record",
             ],
         ),
+        ("scaling", "scaling.py", []),
         ("latency", "job_latency.py", ["--seconds", "6"]),
         ("soak", "soak.py", ["--minutes", "10"]),
     ]
@@ -203,12 +228,31 @@ def collect(d: dict[str, Any]) -> tuple[dict[str, float], dict[str, str], dict[s
             ("job_process_vs_identity", "process_vs_identity_p1"),
             ("job_vectorized_vs_row_v8", "vectorized_vs_record_p1"),
             ("job_typed_vs_identity", "typed_vs_identity_p1"),
+            ("job_typed_sql_vs_table", "typed_sql_vs_table_p1"),
+            ("job_process_vs_keyed_identity", "process_vs_keyed_identity_p1"),
         ):
             if src in ratios:
                 keys[key] = ratios[src]
             else:
                 skipped[key] = "case not run"
+        rate = {
+            r["case"]: r["records_per_s"]
+            for r in d["throughput"]["results"]
+            if r["parallelism"] == 1
+        }
+        if "typed" in rate:
+            keys["job_typed_records_per_s"] = rate["typed"]
+        peers = [rate[c] for c in ("peer-numpy", "peer-onnx") if c in rate]
+        if "typed" in rate and peers:
+            keys["job_typed_vs_best_peer"] = rate["typed"] / max(peers)
+        else:
+            skipped["job_typed_vs_best_peer"] = "peer cases not run"
         notes["job_throughput_ratios"] = ratios
+    if "scaling" in d:
+        best = d["scaling"]["best"]
+        keys["scaling_p2_vs_p1"] = best["ratio"]
+        keys["scaling_cores_busy_p1"] = best["cores_p1"]
+        notes["scaling_best"] = f"{best['layout']}, {best['path']}"
     if "latency" in d:
         lat = {k: v for k, v in d["latency"].items() if not k.startswith("_")}
         # The prediction paths on their default settings (the record path is the baseline).
@@ -300,6 +344,18 @@ def markdown(result: dict[str, Any], details: dict[str, Any]) -> str:
         lines += ["| job case | parallelism | records/s |", "|---|---:|---:|"]
         for r in details["throughput"]["results"]:
             lines.append(f"| {r['case']} | {r['parallelism']} | {r['records_per_s']:,.0f} |")
+        lines.append("")
+    if "scaling" in details:
+        lines += [
+            "| scaling: layout | path | p=1 records/s | p=2 records/s | p=2 / p=1 "
+            "| cores busy p=1 / p=2 |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        for r in details["scaling"]["results"]:
+            lines.append(
+                f"| {r['layout']} | {r['path']} | {r['p1']:,.0f} | {r['p2']:,.0f} "
+                f"| {r['p2'] / r['p1']:.2f} | {r['cores_p1']:.2f} / {r['cores_p2']:.2f} |"
+            )
         lines.append("")
     if "latency" in details:
         lines += [

@@ -26,6 +26,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -39,7 +41,10 @@ PATHS = [
 ]
 
 
-def measure(cluster: Any, store: str, cache: str, args: list[str], p: int, records: int) -> float:
+def measure(
+    cluster: Any, store: str, cache: str, args: list[str], p: int, records: int
+) -> tuple[float, float]:
+    """(records/s, cores busy) in the steady window of one job."""
     from bench.job_throughput import steady_rate
     from tests.support.flink import rest_get
 
@@ -49,8 +54,23 @@ def measure(cluster: Any, store: str, cache: str, args: list[str], p: int, recor
          "--records", str(records), "--sink", "blackhole", "--parallelism", str(p),
          "--poll-interval", "60", *args],
     )  # fmt: skip
+
+    def cpu_seconds() -> float:
+        """CPU time of the cluster's processes and their children (the Python workers)."""
+        total = 0.0
+        for proc in cluster.processes():
+            for p in (proc, *proc.children(recursive=True)):
+                try:
+                    t = p.cpu_times()
+                except psutil.NoSuchProcess:
+                    continue
+                total += t.user + t.system
+        return total
+
     try:
-        return steady_rate(cluster.rest, job_id, records)
+        out: dict[str, float] = {}
+        rate = steady_rate(cluster.rest, job_id, records, probe=cpu_seconds, out=out)
+        return rate, out["probe_per_s"]
     except RuntimeError:
         failure = rest_get(cluster.rest, f"/jobs/{job_id}/exceptions").get("root-exception")
         print(f"job {job_id}: {cluster.job_state(job_id)}\n{failure}\n{cluster.log_tail()}")
@@ -80,25 +100,28 @@ def main() -> int:
                 [int(i) - 1 for i in args.paths.split(",")] if args.paths else range(len(PATHS))
             )
             for path, job_args in [PATHS[i] for i in chosen]:
-                rates = {}
+                rates, cores = {}, {}
                 for p in (1, 2):
                     root = Path(tmp) / f"flink-{tms}x{slots}-{len(results)}-{p}"
                     with StandaloneFlink(root, slots=slots, taskmanagers=tms) as cluster:
                         cache = str(Path(tmp) / "cache")
-                        rates[p] = measure(cluster, store, cache, job_args, p, records)
-                results.append({"layout": name, "path": path, "p1": rates[1], "p2": rates[2]})
+                        rates[p], cores[p] = measure(cluster, store, cache, job_args, p, records)
+                results.append(
+                    {"layout": name, "path": path, "p1": rates[1], "p2": rates[2],
+                     "cores_p1": cores[1], "cores_p2": cores[2]}
+                )  # fmt: skip
                 print(
                     f"  {name:<16} {path:<28} p=1 {rates[1]:>9,.0f}  p=2 {rates[2]:>9,.0f}"
-                    f"  x{rates[2] / rates[1]:.2f}",
+                    f"  x{rates[2] / rates[1]:.2f}  cores busy {cores[1]:.2f} / {cores[2]:.2f}",
                     flush=True,
                 )
     print(f"\nScaling on a standalone cluster ({os.cpu_count()} cores; records/s, steady pace)")
-    print("| layout | path | p=1 | p=2 | p=2 / p=1 |")
-    print("|---|---|---:|---:|---:|")
+    print("| layout | path | p=1 | p=2 | p=2 / p=1 | cores busy p=1 / p=2 |")
+    print("|---|---|---:|---:|---:|---:|")
     for r in results:
         print(
             f"| {r['layout']} | {r['path']} | {r['p1']:,.0f} | {r['p2']:,.0f} "
-            f"| {r['p2'] / r['p1']:.2f} |"
+            f"| {r['p2'] / r['p1']:.2f} | {r['cores_p1']:.2f} / {r['cores_p2']:.2f} |"
         )
     best = max(results, key=lambda r: r["p2"] / r["p1"])
     summary = {

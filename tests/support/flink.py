@@ -376,6 +376,10 @@ class StandaloneFlink:
             out.append(f"--- {path.name}\n" + "\n".join(text))
         return "\n".join(out)
 
+    def processes(self) -> list[psutil.Process]:
+        """The cluster's JVMs that are running (JobManager and TaskManagers)."""
+        return [psutil.Process(pid) for pid in self._pids() if psutil.pid_exists(pid)]
+
     def taskmanager_processes(self) -> list[psutil.Process]:
         """The TaskManager JVMs that are running (from their pid file)."""
         return [
