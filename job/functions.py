@@ -16,6 +16,7 @@ the output). Outputs are JSON lines (see `job.scoring`).
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 import zlib
@@ -53,6 +54,10 @@ class _Predicting(ReloaderMixin):
         self.scorer = Scorer()
         self.open_model(ctx)
         self.scorer.subtask = self.subtask
+        # What exists now (PyFlink, pandas, the model) lives as long as the worker: out of the
+        # collector's sight, a full collection costs ~0.2 ms instead of 70-640 ms (measured in the
+        # Python worker and in a thread-mode TaskManager), a stall of every record in flight.
+        gc.freeze()
 
     def predict_batch(self, batch: Batch) -> list[str]:
         """JSON lines for `batch`; a model that fails on it yields error records, never a crash
