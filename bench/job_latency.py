@@ -181,8 +181,8 @@ def main() -> int:
     from model.bundle import EXAMPLES, build_bundle
 
     rates = [int(r) for r in args.rates.split(",")]
-    defaults = DEFAULT_CASES[:2] if args.quick else DEFAULT_CASES
-    plan = [(name, a, rate) for rate in rates for name, a in defaults]
+    paths = DEFAULT_CASES[:2] if args.quick else DEFAULT_CASES
+    plan = [(name, a, rate) for rate in rates for name, a in paths]
     if not args.quick:
         plan += [(name, a, rates[0]) for name, a in OTHER_CASES]
     if args.cases:

@@ -267,7 +267,7 @@ def collect(d: dict[str, Any]) -> tuple[dict[str, float], dict[str, str], dict[s
         notes["scaling_best"] = f"{best['layout']}, {best['path']}"
     if "latency" in d:
         lat = {k: v for k, v in d["latency"].items() if not k.startswith("_")}
-        for rate, suffix in ((1000, ""), (10000, "_10k")):
+        for per_s, suffix in ((1000, ""), (10000, "_10k")):
             # The prediction paths on their default settings (the record path is the baseline);
             # results from before the 10k cases carry no rate: 1,000.
             defaults = {
@@ -275,11 +275,11 @@ def collect(d: dict[str, Any]) -> tuple[dict[str, float], dict[str, str], dict[s
                 for k, v in lat.items()
                 if "(defaults" in k
                 and k.startswith(("process", "vect", "typed"))
-                and v.get("rate", 1000) == rate
+                and v.get("rate", 1000) == per_s
             }
             if not defaults:
                 for key in ("p99_ms", "p50_ms", "worst_p99_ms"):
-                    skipped[f"job_latency_{key}{suffix}"] = f"no default path run at {rate}/s"
+                    skipped[f"job_latency_{key}{suffix}"] = f"no default path run at {per_s}/s"
                 continue
             best = min(defaults, key=lambda k: defaults[k]["p99_ms"])
             worst = max(defaults, key=lambda k: defaults[k]["p99_ms"])

@@ -55,10 +55,10 @@ class JobOptions:
     batch_size: int = 256  # process path: predict when this many are pending...
     max_delay_ms: int = 5  # ...or the oldest has waited this long
     # python.fn-execution.bundle.time. Flink ends a bundle on a timer that ticks this often but
-    # counts from the end of the last bundle's flush, so a bundle lasts up to twice as long: 10
-    # made p99 ~30 ms on the vectorized path at 1,000 and 10,000 rec/s; 5 made it ~20 at the
-    # same throughput (docs/performance.md).
-    bundle_time_ms: int = 5
+    # counts from the end of the previous bundle's flush (5-10 ms on 2 cores), so a bundle lasts
+    # about the flush plus up to twice this. Measured p99 on the vectorized path at 10,000 rec/s:
+    # 10 -> ~30 ms, 5 -> 21-24, 3 -> 18-21, the same records/s (docs/performance.md).
+    bundle_time_ms: int = 3
     bundle_size: int = 1000  # python.fn-execution.bundle.size
     arrow_batch_size: int = 1000  # python.fn-execution.arrow.batch.size
     buffer_timeout_ms: int = 5  # execution.buffer-timeout: Flink's default 100 ms adds latency

@@ -54,7 +54,7 @@ def test_bad_options_are_refused_clearly(
 def test_configuration_follows_the_measured_choices(tmp_path: Path) -> None:
     process = flink_configuration(JobOptions(model="m", api="process"))
     assert process["python.execution-mode"] == "thread"
-    assert process["python.fn-execution.bundle.time"] == "5"
+    assert process["python.fn-execution.bundle.time"] == "3"
     assert process["execution.buffer-timeout"] == "5 ms"
     assert "execution.checkpointing.interval" not in process
     vectorized = flink_configuration(JobOptions(model="m", api="vectorized"))
