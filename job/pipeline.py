@@ -57,7 +57,7 @@ class JobOptions:
     # python.fn-execution.bundle.time. Flink ends a bundle on a timer that ticks this often but
     # counts from the end of the previous bundle's flush (5-10 ms on 2 cores), so a bundle lasts
     # about the flush plus up to twice this. Measured p99 on the vectorized path at 10,000 rec/s:
-    # 10 -> ~30 ms, 5 -> 21-24, 3 -> 18-21, the same records/s (docs/performance.md).
+    # 10 -> ~30 ms, 5 -> 19-24, 3 -> 17-22, the same records/s (docs/performance.md).
     bundle_time_ms: int = 3
     bundle_size: int = 1000  # python.fn-execution.bundle.size
     arrow_batch_size: int = 1000  # python.fn-execution.arrow.batch.size
