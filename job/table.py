@@ -172,7 +172,7 @@ def frame(sig: Signature, result: Versioned[Scored]) -> pd.DataFrame:
     """The ROW's columns for one scored batch (error rows: nulls and `error`).
 
     Decoded by column (`OutputKind.columns`): numpy arrays where the SQL type allows, Python
-    objects only for MAP and ARRAY fields (3.4 -> 0.9 µs a row for WINE at batch 1,000).
+    objects only for MAP and ARRAY fields (1.8-2.0 -> 0.9 µs a row for WINE at batch 1,000).
     """
     s = result.value
     n = len(s.ok)
