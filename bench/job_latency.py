@@ -142,13 +142,15 @@ def typed_job(store: str, cache: str, rate: float, records: int) -> int:
     json:PATH --sink print` runs (`job.pipeline.typed_table`), its id and created_ms passed
     through, on the job's default settings."""
     from job.pipeline import JobOptions, _typed_sink, environments, wine_source
+    from job.planning import planned
     from job.table import register_model
 
     opts = JobOptions(model=store, cache_dir=cache, api="vectorized", rate=rate, records=records)
     env, t_env = environments(opts)
     # Through a DataStream and back, so created_ms is computed before the model function: the
     # planner would otherwise compute it in the Calc after it, and leave the model out.
-    table = t_env.from_data_stream(t_env.to_data_stream(wine_source(env, t_env, rate, records)))
+    source = wine_source(env, t_env, rate, records)
+    table = t_env.from_data_stream(planned(t_env, lambda: t_env.to_data_stream(source)))
     t_env.create_temporary_view("model_input", table)
     sig = register_model(t_env, "model_predict", opts.model_settings())
     fields = [f"p.`{f}` AS `{f}`" for f, _ in sig.fields]

@@ -70,6 +70,7 @@ def run_one(case: str, parallelism: int, records: int, store: str, cache: str) -
 
     from job.functions import RouteBySubtask
     from job.pipeline import MAX_PARALLELISM, JobOptions, build, environments, wine_source
+    from job.planning import planned
     from tests.support.flink import local_rest
 
     api = {
@@ -143,10 +144,11 @@ def run_one(case: str, parallelism: int, records: int, store: str, cache: str) -
 
         t_env.create_temporary_view("wine", wine_source(env, t_env, 0, records))
         sig = register_model(t_env, "predict", opts.model_settings())
-        table_result = t_env.execute_sql(
+        insert = (
             "INSERT INTO typed_sink SELECT p.label, p.score, p.model_version "
             f"FROM (SELECT {sig.call('predict')} AS p FROM wine)"
         )
+        table_result = planned(t_env, lambda: t_env.execute_sql(insert))
         job_id = str(table_result.get_job_client().get_job_id())
         return steady_rate(rest, job_id, records, table_result)
     if case in ("typed", "identity-typed", "peer-numpy", "peer-onnx"):
@@ -165,9 +167,8 @@ def run_one(case: str, parallelism: int, records: int, store: str, cache: str) -
         else:
             fn, args = identity_typed, [col(c) for c in cols]
         p = fn(*args)
-        table_result = table.select(
-            p.get("label"), p.get("score"), p.get("model_version")
-        ).execute_insert("typed_sink")
+        typed = table.select(p.get("label"), p.get("score"), p.get("model_version"))
+        table_result = planned(t_env, lambda: typed.execute_insert("typed_sink"))
         job_id = str(table_result.get_job_client().get_job_id())
         return steady_rate(rest, job_id, records, table_result)
     if case.startswith("identity-"):
@@ -177,7 +178,7 @@ def run_one(case: str, parallelism: int, records: int, store: str, cache: str) -
             fn = identity if case == "identity-vectorized" else identity_json
             result = table.select(fn(*[col(c) for c in cols]))
         else:
-            stream = t_env.to_data_stream(table)
+            stream = planned(t_env, lambda: t_env.to_data_stream(table))
             if case == "identity-keyed":
                 stream = stream.key_by(
                     RouteBySubtask(parallelism, MAX_PARALLELISM), key_type=Types.INT()
@@ -187,7 +188,7 @@ def run_one(case: str, parallelism: int, records: int, store: str, cache: str) -
             result = t_env.from_data_stream(stream)
     else:
         result = build(opts, env, t_env)
-    table_result = result.execute_insert("sink")
+    table_result = planned(t_env, lambda: result.execute_insert("sink"))
     job_id = str(table_result.get_job_client().get_job_id())
     return steady_rate(rest, job_id, records, table_result)
 

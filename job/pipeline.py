@@ -26,6 +26,7 @@ from typing import Any
 
 from job.functions import JSON_LINES, PredictBatched, PredictRecord, PredictVectorized
 from job.mixin import ModelSettings
+from job.planning import planned
 from job.prometheus import add_reporter_to_local_classpath, reporter_configuration
 
 APIS = ("process", "vectorized", "record")
@@ -303,7 +304,7 @@ def build(opts: JobOptions, env: Any, t_env: Any, *, predictor: Any = None) -> A
         fields = ", ".join(f"'{n}' VALUE `{n}`" for n in names)
         t_env.create_temporary_view("rows_to_json", table)
         as_json = t_env.sql_query(f"SELECT JSON_OBJECT({fields}) AS line FROM rows_to_json")
-        stream = t_env.to_data_stream(as_json)
+        stream = planned(t_env, lambda: t_env.to_data_stream(as_json))
     if opts.api == "record":
         out = stream.process(PredictRecord(settings), output_type=Types.STRING()).uid(
             "predict-record"
@@ -378,7 +379,7 @@ def sink(opts: JobOptions, t_env: Any, result: Any) -> Any:
             'sink.rolling-policy.check-interval' = '{opts.roll_interval}'
         )"""
     t_env.execute_sql(ddl)
-    return result.execute_insert("predictions")
+    return planned(t_env, lambda: result.execute_insert("predictions"))
 
 
 def _typed_sink(opts: JobOptions, t_env: Any, result: Any) -> Any:
@@ -404,7 +405,8 @@ def _typed_sink(opts: JobOptions, t_env: Any, result: Any) -> Any:
             f", 'sink.rolling-policy.check-interval' = '{opts.roll_interval}'"
         )
     t_env.execute_sql(f"CREATE TEMPORARY TABLE predictions ({columns}) WITH ({options})")
-    return result.select(*[col(n) for n, _ in keep]).execute_insert("predictions")
+    kept = result.select(*[col(n) for n, _ in keep])
+    return planned(t_env, lambda: kept.execute_insert("predictions"))
 
 
 _SQL_TYPES = {

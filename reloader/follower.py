@@ -297,11 +297,14 @@ class StoreFollower:
 
     def _offer(self, loaded: LoadedModel, *, reason: str = "") -> None:
         self.last_build = loaded.build_seconds
+        # Counted before the version is offered: the first call that serves it may come at once,
+        # and whoever sees the new version in `info` must see the reload counted with it.
+        counted = not reason
+        self.reloads += counted
         if not self.slot.offer(loaded):
+            self.reloads -= counted
             return  # stopped while this was building; nobody will adopt it
         self._remember(loaded)
-        if not reason:
-            self.reloads += 1
         self._last_logged = None
         log.info(
             "reloader: %s: %s (%s) %sready in %.0f ms; serving from the next call",
