@@ -112,6 +112,15 @@ KEYS: dict[str, tuple[str, str]] = {
     ),
     "job_latency_worst_p99_ms_10k": ("<= 25", "the same at 10,000 rec/s"),
     "rss_growth_1000_swaps_mb": ("<= 30", "RSS growth per 1,000 swaps under continuous predict"),
+    "cutover_one_version_vs_plain": (
+        ">= 0.95",
+        "batches split by event time while a cutover is under way, every row on one side ÷ the "
+        "same model called directly (bench/cutover.py)",
+    ),
+    "cutover_two_versions_vs_plain": ("", "the same, half the rows on each side (two calls)"),
+    "cutover_rss_growth_1000_mb": ("<= 30", "RSS growth per 1,000 event-time cutovers"),
+    "cutover_models_loaded_max": ("<= 2", "models loaded at once over the cutovers"),
+    "cutover_stall_max_ms": ("<= 1", "pointer swap on the predicting thread over the cutovers"),
     "records_lost": ("0", "soak: input ids missing from the output"),
     "records_duplicated": ("0", "soak: input ids more than once in the output"),
 }
@@ -147,12 +156,13 @@ def plan(quick: bool) -> list[tuple[str, str, list[str]]]:
             ("models", "models.py", ["--rounds", "1"]),
             ("keras", "keras_vs_v8.py", ["--quick", "--rounds", "3"]),
             ("swap", "swap.py", ["--swaps", "20", "--rss-swaps", "200"]),
-            ("throughput", "job_throughput.py", ["--quick", "--records", "80000",
+            ("cutover", "cutover.py", ["--cutovers", "60", "--seconds", "1"]),
+            ("throughput", "job_throughput.py", ["--quick", "--records", "40000",
              "--cases",
              "identity-process,identity-keyed,process,identity-vectorized,vectorized,"
              "identity-typed,typed,typed-sql,peer-numpy,peer-onnx,record"]),
-            ("scaling", "scaling.py", ["--quick", "--paths", "3", "--records", "100000"]),
-            ("latency", "job_latency.py", ["--quick", "--seconds", "5"]),
+            ("scaling", "scaling.py", ["--quick", "--paths", "3", "--records", "50000"]),
+            ("latency", "job_latency.py", ["--quick", "--seconds", "3"]),
             ("soak", "soak.py", ["--minutes", "1"]),
         ]  # fmt: skip
     return [
@@ -162,6 +172,7 @@ def plan(quick: bool) -> list[tuple[str, str, list[str]]]:
         ("models", "models.py", ["--rounds", "3"]),
         ("keras", "keras_vs_v8.py", ["--seconds", "0.5"]),
         ("swap", "swap.py", ["--swaps", "100", "--rss-swaps", "1000"]),
+        ("cutover", "cutover.py", ["--cutovers", "1000", "--seconds", "3"]),
         (
             "throughput",
             "job_throughput.py",
@@ -221,6 +232,11 @@ def collect(d: dict[str, Any]) -> tuple[dict[str, float], dict[str, str], dict[s
                 keys[f"v8_vs_keras_b{b}"] = k[f"v8_vs_keras_b{b}"]
             else:
                 skipped[f"v8_vs_keras_b{b}"] = k.get("skipped", "keras_vs_v8.py gave no figure")
+    if "cutover" in d:
+        c = d["cutover"]
+        for key in KEYS:
+            if key.startswith("cutover_"):
+                keys[key] = float(c[key])
     if "swap" in d:
         s = d["swap"]
         for key in ("swap_stall_max_ms", "swap_stall_p99_ms", "rss_growth_1000_swaps_mb"):
@@ -405,6 +421,18 @@ def markdown(result: dict[str, Any], details: dict[str, Any]) -> str:
             f"{s['rss_growth_from_swap']}).",
             "",
         ]
+    if "cutover" in details:
+        c = details["cutover"]
+        lines += [
+            f"Cutover: batches of {c['batch']} rows split by event time, plain "
+            f"{c['plain_records_per_s']:,.0f} rec/s, one side "
+            f"{c['cutover_one_version_vs_plain']:.2f}x, both sides "
+            f"{c['cutover_two_versions_vs_plain']:.2f}x; {c['cutovers']} cutovers: RSS "
+            f"{c['cutover_rss_growth_measured_mb']:+.1f} MB, at most "
+            f"{c['cutover_models_loaded_max']} models loaded at once, stall max "
+            f"{c['cutover_stall_max_ms']:.3f} ms.",
+            "",
+        ]
     if "soak" in details:
         s = details["soak"]
         growth = s["rss_growth_after_settling_mb"]
@@ -484,7 +512,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="<= 3 min, smaller runs")
     parser.add_argument("--out", type=Path, default=BENCH / "results")
     parser.add_argument("--only", help="comma-separated subset of: v8,zoo,preprocess,models,"
-                        "keras,swap,throughput,latency,soak")  # fmt: skip
+                        "keras,swap,cutover,throughput,scaling,latency,soak")  # fmt: skip
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()

@@ -156,16 +156,23 @@ def rss_growth(bundles: dict[str, bytes], x: np.ndarray, swaps: int, tmp: Path) 
             done.set()
             worker.join()
             hm.stop()
-    base = next(((i, mb) for i, mb in samples if i >= min(50, swaps // 2)), samples[0])
-    last = samples[-1]
-    per_swap = (last[1] - base[1]) / max(1, last[0] - base[0])
+    per_1000, measured, base = rss_growth_of(samples, swaps)
     return {
         "rss_swaps": swaps,
-        "rss_growth_1000_swaps_mb": per_swap * 1000,
-        "rss_growth_measured_mb": last[1] - base[1],
-        "rss_growth_from_swap": base[0],
+        "rss_growth_1000_swaps_mb": per_1000,
+        "rss_growth_measured_mb": measured,
+        "rss_growth_from_swap": base,
         "rss_mb_by_swap": [[i, round(mb, 1)] for i, mb in samples],
     }
+
+
+def rss_growth_of(samples: list[tuple[int, float]], n: int) -> tuple[float, float, int]:
+    """(MB per 1,000 steps, MB measured, the step measured from) of (step, RSS MB) samples over
+    `n` steps: from step 50 (allocator and JIT settled; half-way in a short run) to the last."""
+    base = next(((i, mb) for i, mb in samples if i >= min(50, n // 2)), samples[0])
+    last = samples[-1]
+    per_step = (last[1] - base[1]) / max(1, last[0] - base[0])
+    return per_step * 1000, last[1] - base[1], base[0]
 
 
 def publish_to_serve(

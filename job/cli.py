@@ -45,6 +45,19 @@ _FLAGS: list[tuple[str, str, type, str]] = [
         str,
         "csv:/json: source: its columns as SQL, e.g. 'id BIGINT, x DOUBLE' (default: id + inputs)",
     ),
+    (
+        "--event-time",
+        "event_time",
+        str,
+        "a field of the records holding their event time (ms or RFC 3339): each record is "
+        "scored by the version published for its time (python -m reloader publish --at)",
+    ),
+    (
+        "--out-of-orderness-ms",
+        "out_of_orderness_ms",
+        int,
+        "with --event-time: how far out of order records may come (the watermark's lag)",
+    ),
     ("--api", "api", str, f"prediction path: {', '.join(APIS)} (record: one V8 call per row)"),
     ("--parallelism", "parallelism", int, "subtasks of the predict operator"),
     ("--checkpoint-dir", "checkpoint_dir", str, "where checkpoints go (turns them on)"),

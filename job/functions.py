@@ -17,20 +17,25 @@ the output). Outputs are JSON lines (see `job.scoring`).
 from __future__ import annotations
 
 import gc
+import json
 import logging
+import math
 import time
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from pyflink.common import Row, Types
+from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import KeyedProcessFunction, ProcessFunction, RuntimeContext
 from pyflink.datastream.state import ListStateDescriptor
 from pyflink.table.udf import FunctionContext, ScalarFunction
 
 from job.mixin import ModelSettings, ReloaderMixin
-from job.scoring import INVALID, Batch, Scored, Scorer, parse_record
+from job.scoring import EVENT_TIME, INVALID, Batch, Scored, Scorer, parse_record
 from reloader.errors import BundleError, RuntimeClosed
 from reloader.values import Versioned
 
@@ -39,6 +44,7 @@ log = logging.getLogger("job")
 JSON_LINES = "line"  # the column name of JSON-lines input
 
 END_OF_INPUT = (1 << 63) - 2  # an event time only the final watermark (Long.MAX_VALUE) reaches
+NO_WATERMARK = -(1 << 63)  # Long.MIN_VALUE: no watermark yet
 
 # How long a batch waits for a runtime broken mid-call (timeout, heap) to be rebuilt before its
 # records go out as error records instead.
@@ -61,13 +67,32 @@ class _Predicting(ReloaderMixin):
 
     def predict_batch(self, batch: Batch) -> list[str]:
         """JSON lines for `batch`; a model that fails on it yields error records, never a crash
-        (see `score_batch`)."""
+        (see `score_batch`). Rows with event times go to the version each time falls under."""
         if batch.size == 0:
             return []
-        result, why = self.score_batch(batch)
-        if result is None:
-            return self._failed(batch, why)
-        return self.scorer.format(batch, result)
+        out: list[str] = []
+        for part in self.by_version(batch):
+            result, why = self.score_batch(part)
+            out += self._failed(part, why) if result is None else self.scorer.format(part, result)
+        return out
+
+    def by_version(self, batch: Batch) -> list[Batch]:
+        """`batch` as the parts each model version scores, by the rows' event times
+        (`batch.event_ms`; see `HotModel.split`): usually `[batch]`. Each part's `model` is set,
+        so `score_batch` scores it on that version."""
+        if batch.event_ms is None or batch.size == 0 or batch.model is not None:
+            return [batch]
+        assert self.model is not None, "open_model() was not called"
+        groups = self.model.split(batch.event_ms)
+        if len(groups) == 1:
+            batch.model = groups[0][0]
+            return [batch]
+        parts = []
+        for model, rows in groups:
+            part = batch.subset(rows)
+            part.model, part.rows = model, rows
+            parts.append(part)
+        return parts
 
     def score_batch(self, batch: Batch) -> tuple[Versioned[Scored] | None, str]:
         """The model's results for `batch`, or None and why the model could not score it.
@@ -80,7 +105,7 @@ class _Predicting(ReloaderMixin):
         attempts = 0
         while True:
             try:
-                result = self.scorer.predict(self.run_model, batch)
+                result = self.scorer.predict(lambda call: self.run_model(call, batch.model), batch)
             except RuntimeClosed as e:
                 if time.monotonic() < deadline:
                     time.sleep(0.01)  # the poll thread is rebuilding the runtime
@@ -101,8 +126,10 @@ class _Predicting(ReloaderMixin):
     def failed_version(self, batch: Batch, why: str) -> tuple[str, str]:
         """Logs a batch the model could not score; the version and hash it was meant for."""
         assert self.model is not None
-        info = self.model.info
         log.warning("%s %d records not predicted: %s", self.log_prefix, batch.size, why)
+        if batch.model is not None:
+            return batch.model.version, batch.model.sha256
+        info = self.model.info
         return info.version or "", info.sha256 or ""
 
 
@@ -124,6 +151,11 @@ class PredictBatched(_Predicting, KeyedProcessFunction):  # type: ignore[misc]
 
     Input elements are JSON lines, named `Row`s or dicts. Subclasses may override `accept` to
     filter or transform a record before it is buffered.
+
+    When the stream has event times (a watermark strategy with a timestamp assigner), each
+    record is scored by the version its event time falls under (a version published with an
+    effective time: `reloader.timeline`), and the watermark tells the model which earlier
+    versions it can close. The buffered record keeps its time under `_event_ms`.
     """
 
     def __init__(
@@ -166,6 +198,9 @@ class PredictBatched(_Predicting, KeyedProcessFunction):  # type: ignore[misc]
         row = self.accept(value)
         if row is None:
             return
+        event_ms = ctx.timestamp()
+        if event_ms is not None and event_ms != NO_WATERMARK:  # Long.MIN_VALUE: no time
+            row[EVENT_TIME] = event_ms
         key = ctx.get_current_key()
         n = self.counts.get(key, 0) + 1
         if n == 1 and self.max_delay_ms:
@@ -179,7 +214,7 @@ class PredictBatched(_Predicting, KeyedProcessFunction):  # type: ignore[misc]
             buffered.append(row)
             self.pending.clear()
             self.counts[key] = 0
-            yield from self.emit(Batch(records=buffered))
+            yield from self._flush(buffered, ctx)
         else:
             self.pending.add(row)
             self.counts[key] = n
@@ -189,7 +224,22 @@ class PredictBatched(_Predicting, KeyedProcessFunction):  # type: ignore[misc]
         self.counts[ctx.get_current_key()] = 0
         if buffered:
             self.pending.clear()
+            yield from self._flush(buffered, ctx)
+
+    def _flush(self, buffered: list[dict[str, Any]], ctx: Any) -> Iterator[Any]:
+        """Emits the buffered records, a batch per model version their event times need."""
+        if EVENT_TIME not in buffered[-1] and EVENT_TIME not in buffered[0]:
             yield from self.emit(Batch(records=buffered))
+            return
+        assert self.model is not None
+        # A record buffered without a time (restored from before times were kept): now.
+        now = int(time.time() * 1000)
+        times = np.fromiter((r.get(EVENT_TIME, now) for r in buffered), np.int64, len(buffered))
+        watermark = ctx.timer_service().current_watermark()
+        for part in self.by_version(Batch(records=buffered, event_ms=times)):
+            yield from self.emit(part)
+        if watermark is not None and watermark > NO_WATERMARK:
+            self.model.advance(watermark)
 
 
 class PredictVectorized(_Predicting, ScalarFunction):  # type: ignore[misc]
@@ -239,6 +289,36 @@ class PredictRecord(_Predicting, ProcessFunction):  # type: ignore[misc]
 
 
 # -- routing ------------------------------------------------------------------------------------
+
+
+class JsonEventTime(TimestampAssigner):  # type: ignore[misc]
+    """A JSON line's event time from one of its fields: milliseconds since the epoch, or an RFC
+    3339 time with a zone. A line without a usable time gets the time it is read at: it is
+    scored by the version of now (and a replay may score it by another)."""
+
+    def __init__(self, field_name: str) -> None:
+        self.field_name = field_name
+
+    def extract_timestamp(self, value: Any, record_timestamp: int) -> int:
+        return event_time_of(value, self.field_name)
+
+
+def event_time_of(line: str | bytes, field_name: str) -> int:
+    """See `JsonEventTime`."""
+    try:
+        raw = json.loads(line).get(field_name)
+    except (ValueError, AttributeError):
+        raw = None
+    if isinstance(raw, int | float) and not isinstance(raw, bool) and math.isfinite(raw):
+        return int(raw)
+    if isinstance(raw, str):
+        try:
+            when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            when = None
+        if when is not None and when.tzinfo is not None:
+            return int(when.timestamp() * 1000)
+    return int(time.time() * 1000)
 
 
 def keys_per_subtask(parallelism: int, max_parallelism: int) -> list[int]:

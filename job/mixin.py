@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import time
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeVar
 
@@ -39,7 +40,7 @@ from reloader.agent import HotModel
 from reloader.compat import Fixed
 from reloader.layout import DEFAULT_MAX_BUNDLE_BYTES
 from reloader.runtime import ModelRuntime
-from reloader.values import ModelInfo, Versioned
+from reloader.values import LoadedModel, ModelInfo, Versioned
 
 log = logging.getLogger("job")
 
@@ -65,6 +66,11 @@ class ModelSettings:
     # much memory (0: 4 x the heap limit).
     trial: bool = True
     trial_memory_mb: int = 0
+    # Functions that see event times but no watermark (the SQL function): how far behind the
+    # latest event time records may still come; models of earlier versions close after that.
+    lateness_ms: int = 60_000
+    # The name this job's readers give the store's fleet view (default: the operator's name).
+    job_name: str = ""
     source_options: dict[str, Any] = field(default_factory=dict)
     # The typed columns the job fixed when it started (reloader.compat): a version that does not
     # fit them is refused before it serves. Set by the functions of job.table.
@@ -83,8 +89,9 @@ class ModelSettings:
                 raise ValueError(f"job parameter {key}={raw!r}: {e}") from None
         return replace(self, **changes) if changes else self
 
-    def hot_model(self) -> HotModel:
-        """A `HotModel` following `url` with these settings (not started)."""
+    def hot_model(self, client: Mapping[str, str] | None = None) -> HotModel:
+        """A `HotModel` following `url` with these settings (not started); `client` names the
+        reader for the store's fleet view (job, subtask)."""
         return HotModel(
             self.url,
             poll_interval=self.poll_interval,
@@ -99,6 +106,7 @@ class ModelSettings:
             trial_memory=(self.trial_memory_mb << 20) or None,
             source_options=self.source_options,
             fixed=self.fixed,
+            client=client,
         )
 
     def as_parameters(self) -> dict[str, str]:
@@ -155,6 +163,20 @@ def parameter_value(raw: str, kind: Any) -> Any:
     raise TypeError(f"cannot convert a job parameter to {kind}")
 
 
+def job_name(ctx: Any) -> str:
+    """The name of the job a function runs in (PyFlink's contexts know the task's name only,
+    `<operator> (i/n)`; the job parameter `pipeline.name` is not passed): the task's name
+    without its subtask suffix, else the operator's."""
+    for getter in ("get_task_name", "get_task_name_with_subtasks"):
+        get = getattr(ctx, getter, None)
+        if get is not None:
+            try:
+                return re.sub(r"\s*\(\d+/\d+\)(#\d+)?$", "", str(get()))
+            except Exception:  # a context that cannot tell
+                continue
+    return ""
+
+
 def subtask_index(ctx: Any) -> int:
     """The subtask index from any PyFlink context (process mode, thread mode, Table UDFs).
 
@@ -206,7 +228,8 @@ class ReloaderMixin:
             raise ValueError("no model URL: pass url=... or set the job parameter model.url")
         self.subtask = subtask_index(ctx)
         self.log_prefix = f"[{type(self).__name__} subtask {self.subtask}]"
-        self.model = settings.hot_model()
+        client = {"job": settings.job_name or job_name(ctx), "subtask": str(self.subtask)}
+        self.model = settings.hot_model(client=client)
         self.model.start()
         info = self.model.info
         log.info(
@@ -226,11 +249,14 @@ class ReloaderMixin:
 
     # -- hot path -------------------------------------------------------------------------------
 
-    def run_model(self, call: Callable[[ModelRuntime], T]) -> Versioned[T]:
-        """`call(runtime)` on the current model (see `HotModel.run`), timed into the metrics."""
+    def run_model(
+        self, call: Callable[[ModelRuntime], T], on: LoadedModel | None = None
+    ) -> Versioned[T]:
+        """`call(runtime)` on the current model (see `HotModel.run`), or on `on` (a model
+        `HotModel.split` chose for some rows by their event times), timed into the metrics."""
         assert self.model is not None, "open_model() was not called"
         t0 = time.perf_counter()
-        result = self.model.run(call)
+        result = self.model.run(call) if on is None else self.model.run_on(on, call)
         if self._latency is not None:
             self._latency.update(int((time.perf_counter() - t0) * 1e6))
         # A new version is reported with the batch it first predicted.
@@ -292,6 +318,8 @@ _VALUES = (
     "reload_failures",
     "not_ready",
     "rebuilds",
+    "late_loads",
+    "versions_loaded",
 )
 
 
@@ -310,4 +338,6 @@ def metric_values(info: ModelInfo) -> dict[str, int]:
         "reload_failures": info.failures,
         "not_ready": info.not_ready,
         "rebuilds": info.rebuilds,
+        "late_loads": info.late_loads,
+        "versions_loaded": sum(bool(s["loaded"]) for s in info.segments) or 1,
     }

@@ -24,7 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from job.functions import JSON_LINES, PredictBatched, PredictRecord, PredictVectorized
+from job.functions import (
+    JSON_LINES,
+    JsonEventTime,
+    PredictBatched,
+    PredictRecord,
+    PredictVectorized,
+)
 from job.mixin import ModelSettings
 from job.planning import planned
 from job.prometheus import add_reporter_to_local_classpath, reporter_configuration
@@ -68,6 +74,11 @@ class JobOptions:
     roll_interval: str = "1 min"  # dir: sink: a part file is closed after this long
     prometheus_port: str = ""  # a port or range: Flink's Prometheus reporter serves the metrics
     columns: str = ""  # csv:/json: source: its columns as SQL (default: id + the model's inputs)
+    # A field of the records that holds their event time (ms since the epoch, or an RFC 3339
+    # time): the version that scores a record is then the one its time falls under, and
+    # `out_of_orderness_ms` is how far out of order the records may come (the watermark lag).
+    event_time: str = ""
+    out_of_orderness_ms: int = 1000
     name: str = "tf-on-flink predict"
     extra_config: dict[str, str] = field(default_factory=dict)
 
@@ -94,6 +105,12 @@ class JobOptions:
             raise ValueError("a csv:/json: source gives typed results: use a json:PATH sink")
         if not self.model:
             raise ValueError("no model URL (--model / PREDICT_JOB_MODEL)")
+        if self.event_time and not (self.typed or self.source.startswith(FILE_SOURCES)):
+            raise ValueError("--event-time takes a field of dir:, files:, csv: or json: records")
+        if self.event_time and not self.typed and self.api != "process":
+            raise ValueError("--event-time with JSON lines needs the process path (--api process)")
+        if self.out_of_orderness_ms < 0:
+            raise ValueError("out-of-orderness must be >= 0 ms")
         if self.parallelism < 1 or self.batch_size < 1 or (self.records or 0) < 0 or self.rate < 0:
             raise ValueError("parallelism and batch size must be >= 1, records and rate >= 0")
 
@@ -126,6 +143,7 @@ class JobOptions:
             poll_interval=self.poll_interval,
             public_key=self.public_key,
             cache_dir=self.cache_dir,
+            job_name=self.name,
         )
 
 
@@ -257,6 +275,20 @@ def dir_source(env: Any, path: str, *, follow: bool = True) -> Any:
     )
 
 
+def with_event_time(lines: Any, field_name: str, out_of_orderness_ms: int) -> Any:
+    """JSON lines with their event time taken from `field_name`, and watermarks that lag the
+    largest time seen by `out_of_orderness_ms` (idle source splits do not hold them back)."""
+    from pyflink.common import Duration, WatermarkStrategy
+
+    # The assigner last: PyFlink's `with_idleness` returns a strategy without it.
+    strategy = (
+        WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(out_of_orderness_ms))
+        .with_idleness(Duration.of_seconds(1))
+        .with_timestamp_assigner(JsonEventTime(field_name))
+    )
+    return lines.assign_timestamps_and_watermarks(strategy).uid("event-time")
+
+
 # -- the graph ------------------------------------------------------------------------------------
 
 
@@ -282,6 +314,8 @@ def build(opts: JobOptions, env: Any, t_env: Any, *, predictor: Any = None) -> A
     else:
         kind, _, path = opts.source.partition(":")
         lines = dir_source(env, path, follow=kind == "dir")
+        if opts.event_time:
+            lines = with_event_time(lines, opts.event_time, opts.out_of_orderness_ms)
         table = None
 
     if opts.api == "vectorized":
@@ -329,22 +363,35 @@ def typed_table(opts: JobOptions, t_env: Any, settings: ModelSettings) -> Any:
     inputs (e.g. `id`) and the fields of the model function's ROW."""
     from job.table import SQL_INPUT, register_model
 
-    sig = register_model(t_env, "model_predict", settings)
+    sig = register_model(t_env, "model_predict", settings, event_time=bool(opts.event_time))
     fmt, _, path = opts.source.partition(":")
-    columns = opts.columns or ", ".join(
-        ["`id` BIGINT", *(f"`{name}` {SQL_INPUT[kind]}" for name, kind in sig.inputs)]
-    )
+    inputs = {name for name, _ in sig.inputs}
+    default = ["`id` BIGINT", *(f"`{name}` {SQL_INPUT[kind]}" for name, kind in sig.inputs)]
+    if opts.event_time and opts.event_time not in inputs:
+        default.append(f"`{opts.event_time}` TIMESTAMP(3)")
+    columns = opts.columns or ", ".join(default)
+    if opts.event_time:
+        lag = opts.out_of_orderness_ms
+        columns += (
+            f", WATERMARK FOR `{opts.event_time}` AS `{opts.event_time}` - "
+            f"INTERVAL '{lag // 1000}.{lag % 1000:03d}' SECOND"
+        )
     t_env.execute_sql(
         f"CREATE TEMPORARY TABLE model_input ({columns}) WITH ("
         f"{_file_options(fmt, path)}, '{fmt}.ignore-parse-errors' = 'true')"
     )
     names = t_env.from_path("model_input").get_schema().get_field_names()
-    inputs = {name for name, _ in sig.inputs}
     passed = [f"`{c}`" for c in names if c not in inputs]
+    if opts.event_time:  # a plain TIMESTAMP(3) out: the sink takes no time attribute
+        passed = [
+            f"CAST(`{c}` AS TIMESTAMP(3)) AS `{c}`" if c == opts.event_time else f"`{c}`"
+            for c in names
+            if c not in inputs or c == opts.event_time
+        ]
     fields = [f"p.`{f}` AS `{f}`" for f, _ in sig.fields]
+    call = sig.call("model_predict", event_time=opts.event_time or None)
     return t_env.sql_query(
-        f"SELECT {', '.join([*passed, *fields])} "
-        f"FROM (SELECT *, {sig.call('model_predict')} AS p FROM model_input)"
+        f"SELECT {', '.join([*passed, *fields])} FROM (SELECT *, {call} AS p FROM model_input)"
     )
 
 

@@ -33,6 +33,7 @@ _NONFINITE = (
     "the model's output for this row is not finite (features far outside the training range?)"
 )
 INVALID = "_invalid"  # key of a record that could not be parsed; its value says why
+EVENT_TIME = "_event_ms"  # key of a buffered record's event time (ms), not passed through
 Column = Sequence[Any] | npt.NDArray[Any]
 
 
@@ -244,6 +245,7 @@ _RESERVED = frozenset(
         "model_version",
         "model_sha256",
         "subtask",
+        EVENT_TIME,
     }
 )
 
@@ -299,22 +301,41 @@ def _plain(v: Any) -> Any:
 
 
 class Batch:
-    """The rows of one batch: records (mappings by column name) or columns by name."""
+    """The rows of one batch: records (mappings by column name) or columns by name.
+
+    `event_ms`, when given, holds each row's event time (ms since the epoch): the model version
+    that scores a row is then the one its event time falls under (`HotModel.split`). A part of
+    a batch split by version (`_Predicting.by_version`) has its `model` and its `rows` in the
+    batch it came from.
+    """
 
     def __init__(
         self,
         *,
         records: Sequence[Mapping[str, Any]] | None = None,
         columns: Mapping[str, Column] | None = None,
+        event_ms: npt.NDArray[np.int64] | None = None,
     ) -> None:
         self.records = records
         self._columns: dict[str, Column] = dict(columns or {})
+        self.event_ms = event_ms
+        self.model: Any = None
+        self.rows: npt.NDArray[np.intp] | None = None  # a part's rows in the batch it came from
         if records is not None:
             self.size = len(records)
             self.names: tuple[str, ...] = ()
         else:
             self.names = tuple(self._columns)
             self.size = len(next(iter(self._columns.values()))) if self._columns else 0
+
+    def subset(self, rows: npt.NDArray[np.intp]) -> Batch:
+        """The batch of these rows, in this order."""
+        event_ms = None if self.event_ms is None else self.event_ms[rows]
+        if self.records is not None:
+            records = self.records
+            return Batch(records=[records[r] for r in rows.tolist()], event_ms=event_ms)
+        columns = {name: _take(col, rows) for name, col in self._columns.items()}
+        return Batch(columns=columns, event_ms=event_ms)
 
     def column(self, name: str) -> Column | None:
         """Values of `name` by row; None if no row has it (None in rows that lack it)."""
@@ -337,6 +358,15 @@ class Batch:
         if self.records is not None:
             return {k: _plain(v) for k, v in self.records[row].items() if k not in skip}
         return {k: _plain(col[row]) for k, col in self._columns.items() if k not in skip}
+
+
+def _take(col: Column, rows: npt.NDArray[np.intp]) -> Column:
+    if isinstance(col, np.ndarray):
+        return col[rows]
+    iloc = getattr(col, "iloc", None)  # a pandas Series: by position, a fresh index
+    if iloc is not None:
+        return iloc[rows].reset_index(drop=True)  # type: ignore[no-any-return]
+    return [col[r] for r in rows.tolist()]
 
 
 def parse_record(line: str | bytes) -> dict[str, Any]:

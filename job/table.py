@@ -61,11 +61,31 @@ class Signature:
     inputs: tuple[tuple[str, str], ...]  # (input name, spec type), in call order
     fields: tuple[tuple[str, str], ...]  # (ROW field, SQL type)
     shape: Mapping[str, Any]  # reloader.compat.output_shape of the version it was made for
+    # One more parameter, last: the row's event time (TIMESTAMP(3)), which picks the version
+    # that scores the row when versions are published with an effective time.
+    event_time: bool = False
 
-    def call(self, function: str, columns: Mapping[str, str] | None = None) -> str:
+    def call(
+        self,
+        function: str,
+        columns: Mapping[str, str] | None = None,
+        *,
+        event_time: str | None = None,
+    ) -> str:
         """The SQL call text: `function(`col`, ...)`, each input taken from the column of the
-        same name (or the one `columns` maps it to)."""
+        same name (or the one `columns` maps it to), and the event-time column last if the
+        function takes one."""
         names = [(columns or {}).get(name, name) for name, _ in self.inputs]
+        if self.event_time:
+            if not event_time:
+                raise ValueError(
+                    "this function takes the row's event time last: pass event_time='<column>'"
+                )
+            names.append(event_time)
+        elif event_time:
+            raise ValueError(
+                "registered without an event time: register_model(..., event_time=True)"
+            )
         return f"{function}({', '.join(f'`{n}`' for n in names)})"
 
     def fixed(self) -> Fixed:
@@ -81,7 +101,8 @@ class Signature:
             "string": DataTypes.STRING(),
             "timestamp": DataTypes.TIMESTAMP(3),
         }
-        return [kinds[kind] for _, kind in self.inputs]
+        types = [kinds[kind] for _, kind in self.inputs]
+        return [*types, DataTypes.TIMESTAMP(3)] if self.event_time else types
 
     def result_type(self) -> Any:
         from pyflink.table import DataTypes
@@ -122,15 +143,16 @@ def _kind_fields(output: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [("value", DOUBLE)] if len(names) == 1 else [("values", MAP)]
 
 
-def model_function(settings: ModelSettings) -> tuple[Any, Signature]:
-    """The pandas UDF for the version `settings.url` serves now, and its signature."""
+def model_function(settings: ModelSettings, *, event_time: bool = False) -> tuple[Any, Signature]:
+    """The pandas UDF for the version `settings.url` serves now, and its signature; with
+    `event_time`, the function takes each row's event time as its last argument."""
     from pyflink.table.udf import udf
 
     from reloader.load import check
 
     hot = settings.hot_model()  # not started: only its load settings are used
     report = check(settings.url, hot.settings, source_options=settings.source_options)
-    sig = signature(report.meta)
+    sig = replace(signature(report.meta), event_time=event_time)
     fn = PredictTable(sig, replace(settings, fixed=sig.fixed()))
     return (
         udf(fn, input_types=sig.input_types(), result_type=sig.result_type(), func_type="pandas"),
@@ -138,9 +160,13 @@ def model_function(settings: ModelSettings) -> tuple[Any, Signature]:
     )
 
 
-def register_model(t_env: Any, name: str, settings: ModelSettings) -> Signature:
-    """Registers the model as the temporary system function `name`; returns its signature."""
-    fn, sig = model_function(settings)
+def register_model(
+    t_env: Any, name: str, settings: ModelSettings, *, event_time: bool = False
+) -> Signature:
+    """Registers the model as the temporary system function `name`; returns its signature.
+    With `event_time`, the call passes each row's event time last (`sig.call(name,
+    event_time="ts")`), and each row is scored by the version its time falls under."""
+    fn, sig = model_function(settings, event_time=event_time)
     t_env.create_temporary_system_function(name, fn)
     return sig
 
@@ -159,13 +185,42 @@ class PredictTable(_Predicting, ScalarFunction):  # type: ignore[misc]
         self.close_model()
 
     def eval(self, *series: pd.Series) -> pd.DataFrame:
+        event_ms = None
+        if self.sig.event_time:
+            *series, times = series  # type: ignore[assignment]
+            event_ms = _epoch_ms(times)
         columns = {name: s for (name, _), s in zip(self.sig.inputs, series, strict=True)}
-        batch = Batch(columns=columns)
+        batch = Batch(columns=columns, event_ms=event_ms)
+        if event_ms is None or batch.size == 0:
+            return self._frame(batch)
+        parts = self.by_version(batch)
+        if self.model is not None:
+            # No watermark reaches a SQL function: records later than this are not expected.
+            self.model.advance(int(event_ms.max()) - self.settings.lateness_ms)
+        if len(parts) == 1:
+            return self._frame(parts[0])
+        order = np.concatenate([part.rows for part in parts])
+        out = pd.concat([self._frame(part) for part in parts], ignore_index=True)
+        out.index = order
+        return out.sort_index()
+
+    def _frame(self, batch: Batch) -> pd.DataFrame:
         result, why = self.score_batch(batch) if batch.size else (None, "")
         if result is None:
             version, sha256 = self.failed_version(batch, why) if batch.size else ("", "")
             return frame_of_errors(self.sig, batch.size, why, version, sha256)
         return frame(self.sig, result)
+
+
+def _epoch_ms(times: pd.Series) -> npt.NDArray[np.int64]:
+    """A TIMESTAMP(3) column as ms since the epoch (Flink's event time: the time read as UTC);
+    a null is a record of now."""
+    values = pd.to_datetime(times)
+    ms: npt.NDArray[np.int64] = values.to_numpy(dtype="datetime64[ms]").astype(np.int64)
+    missing = values.isna().to_numpy()
+    if missing.any():
+        ms[missing] = int(pd.Timestamp.now(tz="UTC").value // 1_000_000)
+    return ms
 
 
 def frame(sig: Signature, result: Versioned[Scored]) -> pd.DataFrame:

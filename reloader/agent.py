@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -70,6 +71,8 @@ class HotModel:
         clock: time source of the poll thread (tests inject one).
         source: an already opened `Source` (default: `open_source(url, **source_options)`).
         source_options: keyword arguments for the source (e.g. `endpoint`, `timeout`, `token`).
+        client: who this reader is, for the store's fleet view (`Source.report`): `job` and
+            `subtask` (or a `client` id); default: this host and process.
     """
 
     def __init__(
@@ -95,6 +98,7 @@ class HotModel:
         clock: Clock | None = None,
         source: Source | None = None,
         source_options: Mapping[str, Any] | None = None,
+        client: Mapping[str, str] | None = None,
     ) -> None:
         if poll_interval <= 0 or not 0 <= jitter < 1 or max_bundle_bytes <= 0:
             raise ValueError("poll_interval > 0, 0 <= jitter < 1 and max_bundle_bytes > 0")
@@ -120,6 +124,7 @@ class HotModel:
         self._clock: Clock = clock or SystemClock()
         self._source = source
         self._source_options = dict(source_options or {})
+        self._client = dict(client or {})
         self._slot = ServingSlot()
         self._follower: StoreFollower | None = None
         self._unwatch: Callable[[], None] | None = None
@@ -147,6 +152,7 @@ class HotModel:
             poll_interval=self.poll_interval,
             jitter=self.jitter,
             max_backoff=self.max_backoff,
+            client=self._client,
         )
         try:
             if self._watch_enabled:
@@ -181,14 +187,64 @@ class HotModel:
     # -- hot path (processing thread) -------------------------------------------------------------
 
     def current(self) -> LoadedModel:
-        """The model to use for the next call, adopting a newly ready one first.
+        """The model to use for the next call, adopting a newly ready one first. With a
+        publish of an effective time (`reloader.timeline`), the one for a record of now.
 
         Raises `NotReady` before `start()` or after `stop()`.
         """
-        current = self._slot.current()
-        if current is None:
+        timeline = self._slot.current()
+        if timeline is None:
             raise NotReady(f"no model is loaded from {self.url} (start() not called, or stopped)")
-        return current
+        only = timeline.only
+        if only is not None:
+            return only
+        return self._model(timeline, timeline.index(int(self._clock.time() * 1000)))
+
+    def split(self, event_ms: npt.ArrayLike) -> list[tuple[LoadedModel, npt.NDArray[np.intp]]]:
+        """The model for each group of rows, by the rows' event times (ms since the epoch): a
+        version published with an effective time T scores the rows with event time >= T, the
+        version before it the others. Usually one group: all rows, one model.
+
+        A model whose segment the watermark had passed is loaded again here, on this thread
+        (a late record; counted in `info.late_loads`).
+        """
+        timeline = self._slot.current()
+        if timeline is None:
+            raise NotReady(f"no model is loaded from {self.url} (start() not called, or stopped)")
+        self._slot.timed = True
+        only = timeline.only
+        if only is not None:
+            return [(only, np.arange(len(np.asarray(event_ms)), dtype=np.intp))]
+        return [(self._model(timeline, i), rows) for i, rows in timeline.split(event_ms)]
+
+    def run_at(
+        self, event_ms: npt.ArrayLike, call: Callable[[ModelRuntime, npt.NDArray[np.intp]], T]
+    ) -> list[tuple[npt.NDArray[np.intp], Versioned[T]]]:
+        """`call(runtime, rows)` once per model that scores some of the rows (see `split`), with
+        the rows it scores and the version that answered."""
+        out: list[tuple[npt.NDArray[np.intp], Versioned[T]]] = []
+        for m, rows in self.split(event_ms):
+
+            def on_rows(rt: ModelRuntime, rows: npt.NDArray[np.intp] = rows) -> T:
+                return call(rt, rows)
+
+            out.append((rows, self.run_on(m, on_rows)))
+        return out
+
+    def advance(self, watermark_ms: int) -> None:
+        """The event time below which no more records will come (Flink's watermark): models of
+        segments that end at or before it are closed by the poll thread."""
+        current = self._slot.watermark
+        if current is None or watermark_ms > current:
+            self._slot.watermark = int(watermark_ms)
+
+    def _model(self, timeline: Any, index: int) -> LoadedModel:
+        loaded = timeline.segments[index].loaded
+        if loaded is None:
+            if self._follower is None:
+                raise NotReady(f"no model is loaded from {self.url}")
+            loaded = self._follower.load_late(timeline, index).segments[index].loaded
+        return loaded  # type: ignore[no-any-return]
 
     def predict(self, x: npt.ArrayLike) -> Matrix:
         """float32 matrix [n, inputs] -> float32 [n, outputs], by the current model."""
@@ -227,7 +283,10 @@ class HotModel:
         For custom calls (e.g. predictions plus `runtime.meta`); a call that breaks the runtime
         (timeout, heap) has the poll thread rebuild it, as with `predict`.
         """
-        m = self.current()
+        return self.run_on(self.current(), call)
+
+    def run_on(self, m: LoadedModel, call: Callable[[ModelRuntime], T]) -> Versioned[T]:
+        """`call(runtime)` on `m`, a model `split` returned (the same failure rules as `run`)."""
         try:
             return Versioned(call(m.runtime), m.version, m.sha256)
         except _BREAKING as e:
@@ -239,8 +298,12 @@ class HotModel:
 
     @property
     def info(self) -> ModelInfo:
-        current, pending = self._slot.serving, self._slot.pending
-        manifest = current.manifest if current else None
+        serving, pending_timeline = self._slot.serving, self._slot.pending
+        current = serving.newest.loaded if serving is not None else None
+        pending = pending_timeline.newest.loaded if pending_timeline is not None else None
+        if pending is not None and current is not None and pending is current:
+            pending = None  # the same newest version: a pruned or rebuilt timeline
+        manifest = serving.newest.manifest if serving is not None else None
         f = self._follower
         return ModelInfo(
             url=self.url,
@@ -263,6 +326,9 @@ class HotModel:
             pending_version=pending.version if pending else None,
             quarantined=dict(f.quarantine) if f else {},
             watching=self._unwatch is not None,
+            segments=serving.describe() if serving is not None else [],
+            watermark_ms=self._slot.watermark,
+            late_loads=f.late_loads if f else 0,
         )
 
     def request_check(self) -> None:

@@ -1,4 +1,5 @@
-"""`python -m reloader check|publish|keygen`: inspect a store, publish a build, make a signing key.
+"""`python -m reloader check|publish|history|keygen`: inspect a store, publish a build, list a
+store's publish history, make a signing key.
 
 Exit codes: 0 success, 1 the store or bundle failed (message on stderr), 2 usage error.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -15,19 +17,25 @@ from pathlib import Path
 from typing import Any
 
 from reloader.codec import BundleMeta
-from reloader.errors import ReloaderError
+from reloader.errors import ManifestError, MissingObject, ReloaderError
+from reloader.history import HistoryEntry, entry_for, read_history, segments
 from reloader.layout import DEFAULT_MAX_BUNDLE_BYTES
 from reloader.load import Loader, LoadSettings, check
 from reloader.manifest import (
+    Manifest,
+    effective_stamp,
     generate_key,
     key_id,
     load_public_key,
+    parse,
     private_key_pem,
     public_key_pem,
 )
-from reloader.publish import publish, read_build, relabel
+from reloader.publish import KEEP, publish, read_build, relabel
 from reloader.runtime import DEFAULT_CALL_TIMEOUT, DEFAULT_HEAP_LIMIT
-from reloader.sources import scheme_of
+from reloader.sources import open_source, scheme_of
+
+_MILLIS = re.compile(r"-?[0-9]+")
 
 
 def _env_default(name: str, fallback: Any = None) -> Any:
@@ -102,8 +110,26 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("url", help="store root: path, file://, http(s)://, s3://bucket/prefix")
     _opt(publish, "--sign", "RELOADER_SIGNING_KEY", "sign the manifest with this private key")
     publish.add_argument("--version", dest="label", help="override the manifest's version label")
+    publish.add_argument(
+        "--at",
+        metavar="TIME",
+        help="serve this version from event time TIME on (RFC 3339 with a zone, e.g. "
+        "2026-12-01T08:00:00Z, or integer milliseconds since the epoch); records before it keep "
+        "the version published before (default: at once, for every event time)",
+    )
     publish.add_argument("--no-check", action="store_true", help="skip the local self-test")
     _store_options(publish)
+
+    history = sub.add_parser(
+        "history",
+        help="list the versions published to a store, and the event-time timeline they define",
+        description="Reads URL's history.jsonl (written by `publish` and by the HTTP server) and "
+        "lists every publish: when, how, version, sha256, effective time. '*' marks the entry "
+        "the manifest points at; later entries (a publish that did not finish) are ignored.",
+    )
+    history.add_argument("url", help="store root: path, file://, http(s)://, s3://bucket/prefix")
+    _store_options(history)
+    history.add_argument("--json", action="store_true", help="print one JSON object")
 
     keygen = sub.add_parser(
         "keygen",
@@ -122,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args)
         if args.command == "publish":
             return _publish(args)
+        if args.command == "history":
+            return _history(args)
         return _keygen(args)
     except ReloaderError as e:
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
@@ -225,8 +253,22 @@ def describe_interface(meta: BundleMeta) -> list[str]:
 
 
 def _publish(args: argparse.Namespace) -> int:
+    effective_at = None
+    if args.at is not None:
+        value = args.at.strip()
+        try:
+            effective_at = effective_stamp(int(value) if _MILLIS.fullmatch(value) else value)
+        except ManifestError:
+            print(
+                f"error: --at {args.at!r} is not an RFC 3339 time with a zone "
+                "(e.g. 2026-12-01T08:00:00Z) or integer milliseconds since the epoch",
+                file=sys.stderr,
+            )
+            return 2
     manifest, data = read_build(args.build_dir)
-    manifest = relabel(manifest, args.label)
+    manifest = relabel(
+        manifest, args.label, effective_at=KEEP if effective_at is None else effective_at
+    )
     if not args.no_check:
         # The same build a HotModel does (trial in a child process included), before upload.
         Loader(LoadSettings()).build(manifest, data).runtime.close()
@@ -236,11 +278,90 @@ def _publish(args: argparse.Namespace) -> int:
     )
     elapsed = time.perf_counter() - t0
     signed = f", signed by {manifest.key_id}" if manifest.key_id else ""
+    at = f", from event time {manifest.effective_at}" if manifest.effective_at else ""
     print(
         f"published {manifest.model} {manifest.version} ({manifest.sha256[:12]}, "
-        f"{manifest.size} bytes{signed}) to {args.url} in {elapsed * 1e3:.0f} ms"
+        f"{manifest.size} bytes{signed}{at}) to {args.url} in {elapsed * 1e3:.0f} ms"
     )
     return 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    with open_source(args.url, **_source_options(args)) as source:
+        entries = read_history(source)
+        current: Manifest | None = None
+        problem = None
+        try:
+            fetched = source.read_manifest()
+            current = parse(fetched.data) if fetched else None
+        except MissingObject:
+            problem = "the store has no manifest"
+        except ManifestError as bad:
+            problem = f"its manifest is unusable ({bad})"
+    index = entry_for(entries, current) if current is not None else None
+    timeline = segments(entries[: index + 1]) if index is not None else None
+    if args.json:
+        print(json.dumps(_history_dict(args.url, entries, current, index, timeline)))
+        return 0
+    if not entries:
+        print(f"{args.url}: no publish history")
+    else:
+        rows = [["", "#", "published_at", "how", "version", "sha256", "effective_at"]]
+        for i, e in enumerate(entries):
+            m = e.manifest
+            mark = "*" if i == index else ""
+            rows.append([mark, str(i + 1), e.published_at, e.how, m.version, m.sha256[:12]])
+            rows[-1].append(m.effective_at or "-")
+        widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+        for r in rows:
+            print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    if problem is not None:
+        print(f"{args.url}: {problem}")
+    elif current is not None and index is None:
+        print(
+            f"the manifest ({current.version}, {current.sha256[:12]}) is not in the history "
+            "(published without it, e.g. by `aws s3 cp`): it serves every event time"
+        )
+    elif current is not None and index is not None:
+        if index + 1 < len(entries):
+            print(f"entries after #{index + 1} are newer than the manifest: ignored")
+        print("timeline (event time -> version):")
+        for start, m in timeline or []:
+            since = "from the start" if start is None else f"from {m.effective_at}"
+            print(f"  {since}: {m.version} ({m.sha256[:12]})")
+    return 0
+
+
+def _history_dict(
+    url: str,
+    entries: list[HistoryEntry],
+    current: Manifest | None,
+    index: int | None,
+    timeline: list[tuple[int | None, Manifest]] | None,
+) -> dict[str, Any]:
+    return {
+        "url": url,
+        "manifest": current.to_dict() if current else None,
+        "current": index,
+        "entries": [
+            {
+                "published_at": e.published_at,
+                "how": e.how,
+                "version": e.manifest.version,
+                "sha256": e.manifest.sha256,
+                "effective_at": e.manifest.effective_at,
+                "effective_at_ms": e.manifest.effective_at_ms,
+                "current": i == index,
+                "manifest": e.manifest.to_dict(),
+            }
+            for i, e in enumerate(entries)
+        ],
+        "timeline": None
+        if timeline is None
+        else [
+            {"start_ms": start, "version": m.version, "sha256": m.sha256} for start, m in timeline
+        ],
+    }
 
 
 def _keygen(args: argparse.Namespace) -> int:

@@ -5,8 +5,12 @@ Every part that reads or writes a store imports these: the sources and the manif
 
     <root>/bundles/<sha256>.js   immutable, content-addressed
     <root>/version.json          the manifest: the one mutable object, written last (commit marker)
+    <root>/history.jsonl         every manifest published there, one JSON object a line
 
-and the HTTP server keeps `<root>/history.jsonl` beside them (every manifest published there).
+`publish` appends to the history before it writes the manifest (the HTTP server appends it itself
+when a manifest is PUT); `reloader.history` reads it. A store filled by other means (`aws s3 cp`)
+may have none.
+
 This module imports nothing of the package, so the server can use it without V8 or network code.
 """
 
@@ -27,6 +31,9 @@ MAX_BUNDLE_SIZE = 1 << 40
 # The default policy: readers refuse, and the server does not accept, bundles larger than this.
 # The WINE bundle is ~1 MB; TF.js with a mid-sized model stays well under 64 MB.
 DEFAULT_MAX_BUNDLE_BYTES = 64 << 20
+# A history line is ~1 KB (manifest + document): 64 MiB holds tens of thousands of publishes, and
+# bounds what a hostile store can make a reader download and parse.
+MAX_HISTORY_BYTES = 64 << 20
 # Streaming reads and copies: large enough to amortize a syscall, small enough to cap memory.
 CHUNK = 256 << 10
 

@@ -5,7 +5,8 @@ content-addressed bundle by key, hash and size. `parse(data)` accepts any bytes 
 `Manifest` or raises `ManifestError` naming the field; it never raises anything else.
 
 Signing covers `canonical_bytes()`: every field but `signature`, as compact JSON with sorted keys,
-UTF-8. `key_id` is part of the signed bytes, so it cannot be swapped to point at another key.
+UTF-8. `key_id` is part of the signed bytes, so it cannot be swapped to point at another key, and
+so is `effective_at`, the optional event time from which a version serves.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,13 @@ _SELF_TEST_MAX_ROWS = 1024
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
 _B64_KEY = re.compile(r"[A-Za-z0-9+/]{43}=")
 _FIELDS = ("format", "model", "version", "bundle", "sha256", "size", "created")
-_OPTIONAL = ("signature", "key_id", "self_test")
+_OPTIONAL = ("effective_at", "signature", "key_id", "self_test")
+# RFC 3339 `date-time`, strictly (no week dates or hour-only times, which fromisoformat takes).
+_RFC3339 = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})"
+    r"(?:\.([0-9]{1,9}))?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +65,9 @@ class Manifest:
         signature: base64 Ed25519 signature over `canonical_bytes()`, if signed.
         key_id: `key_id(public_key)` of the signing key, if signed.
         self_test: optional `{inputs, expected, tolerance}` that replaces the bundle's own.
+        effective_at: optional RFC 3339 time stamp with a zone: the event time from which this
+            version serves (records before it keep the version published before); None: at once,
+            for every event time.
     """
 
     model: str
@@ -70,6 +80,16 @@ class Manifest:
     signature: str | None = None
     key_id: str | None = None
     self_test: Mapping[str, Any] | None = None
+    effective_at: str | None = None
+
+    @property
+    def effective_at_ms(self) -> int | None:
+        """`effective_at` in milliseconds since the Unix epoch (UTC), or None when unset.
+
+        Exact: a finer fraction is rounded up, so for an event time `t` in whole milliseconds
+        `t >= effective_at_ms` exactly when `t` is at or after `effective_at`.
+        """
+        return None if self.effective_at is None else _stamp_ms(self.effective_at)
 
     @classmethod
     def for_bundle(
@@ -221,6 +241,9 @@ def from_mapping(doc: Mapping[str, Any]) -> Manifest:
     self_test = doc.get("self_test")
     if self_test is not None:
         self_test = _self_test(self_test)
+    effective_at = doc.get("effective_at")
+    if effective_at is not None:
+        effective_at = effective_stamp(_string(doc, "effective_at"))
     return Manifest(
         format=FORMAT,
         model=model,
@@ -232,12 +255,47 @@ def from_mapping(doc: Mapping[str, Any]) -> Manifest:
         signature=signature,
         key_id=key,
         self_test=self_test,
+        effective_at=effective_at,
     )
 
 
 def now_stamp() -> str:
     """The current local time as an RFC 3339 `created` stamp, to the second."""
     return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def effective_stamp(value: str | int) -> str:
+    """An `effective_at` value: an RFC 3339 time with a zone, returned as given, or an integer of
+    milliseconds since the Unix epoch, returned as a UTC stamp (`2026-12-01T08:00:00Z`, with
+    `.123` when it has a fraction). Raises `ManifestError` (field `effective_at`) otherwise."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            stamp = _EPOCH + timedelta(milliseconds=value)
+        except OverflowError:
+            stamp = None
+        if stamp is None:
+            raise ManifestError(
+                f"{value} milliseconds since the epoch is out of range", field="effective_at"
+            )
+        spec = "seconds" if value % 1000 == 0 else "milliseconds"
+        return stamp.isoformat(timespec=spec).replace("+00:00", "Z")
+    if isinstance(value, str) and len(value) <= 64:
+        try:
+            _stamp_ms(value)
+            return value
+        except ValueError:
+            pass
+    raise ManifestError(
+        f"{_show(value)} is not an RFC 3339 time with a zone (e.g. 2026-12-01T08:00:00Z) "
+        "or integer milliseconds since the epoch",
+        field="effective_at",
+    )
+
+
+def effective_ms(value: str | int) -> int:
+    """Milliseconds since the Unix epoch of an `effective_at` value (see `effective_stamp` and
+    `Manifest.effective_at_ms`). Raises `ManifestError` for a bad value."""
+    return _stamp_ms(effective_stamp(value))
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:
@@ -359,6 +417,29 @@ def _created(doc: Mapping[str, Any]) -> str:
             "must be an RFC 3339 time with a zone, e.g. 2026-11-23T10:00:00Z", field="created"
         )
     return stamp
+
+
+def _stamp_ms(stamp: str) -> int:
+    """Milliseconds since the epoch of an RFC 3339 stamp (fractions rounded up); ValueError if
+    it is not one."""
+    m = _RFC3339.fullmatch(stamp)
+    if m is None:
+        raise ValueError(stamp)
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    zone = m.group(8)
+    offset = timedelta(0)
+    if zone not in ("Z", "z"):
+        hours, minutes = int(zone[1:3]), int(zone[4:6])
+        if hours > 23 or minutes > 59:
+            raise ValueError(stamp)
+        offset = (1 if zone[0] == "+" else -1) * timedelta(hours=hours, minutes=minutes)
+    # datetime() validates the calendar (Feb 30, hour 24) and refuses leap second 60.
+    local = datetime(year, month, day, hour, minute, second, tzinfo=timezone(offset))
+    whole = (local - _EPOCH) // timedelta(seconds=1)
+    fraction = m.group(7) or ""
+    # ceil(fraction * 1000) in integers: exact for any number of digits.
+    ms = -(-int(fraction) * 1000 // 10 ** len(fraction)) if fraction else 0
+    return whole * 1000 + ms
 
 
 def _self_test(spec: Any) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 from reloader.manifest import Manifest
@@ -92,8 +92,14 @@ class ModelInfo:
     pending_version: str | None
     quarantined: Mapping[str, str]
     watching: bool
+    # The event-time segments and which version scores each (`reloader.timeline`): one, from
+    # the beginning, unless versions were published with an effective time.
+    segments: Sequence[Mapping[str, Any]] = ()
+    watermark_ms: int | None = None
+    late_loads: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["quarantined"] = dict(self.quarantined)
+        out["segments"] = [dict(s) for s in self.segments]
         return out

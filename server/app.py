@@ -7,6 +7,9 @@
     POST     /api/models/{name}/rollback        re-point the manifest at an earlier bundle
     GET      /                                  the status page
 
+A reader's `X-Reloader-*` headers on a `version.json` read say who it is and what it serves; the
+listing of a model and the status page show them as its fleet (server/fleet.py).
+
 Writes need `Authorization: Bearer <token>`; without a configured token the store is read-only.
 """
 
@@ -17,6 +20,8 @@ import hashlib
 import hmac
 import os
 import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,7 +31,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
 
-from reloader.layout import BUNDLE_FILE, DEFAULT_MAX_BUNDLE_BYTES
+from reloader.layout import BUNDLE_FILE, DEFAULT_MAX_BUNDLE_BYTES, MANIFEST_NAME
+from reloader.sources import REPORT_HEADERS
+from server.fleet import Fleet
 from server.page import render_status_page
 from server.store import Store, StoreError
 
@@ -50,8 +57,16 @@ class Problem(BaseModel):
     detail: str
 
 
-def create_app(root: Path, *, token: str | None, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
+def create_app(
+    root: Path,
+    *,
+    token: str | None,
+    max_body: int = DEFAULT_MAX_BODY,
+    clock: Callable[[], float] = time.time,
+) -> FastAPI:
+    """The app serving the store at `root`; `clock` (wall time) dates the fleet's polls."""
     store = Store(root)
+    fleet = Fleet(clock=clock)
     app = FastAPI(
         title="tf-on-flink model store",
         version="1",
@@ -88,6 +103,8 @@ def create_app(root: Path, *, token: str | None, max_body: int = DEFAULT_MAX_BOD
     )
     def get_file(name: str, path: str, request: Request) -> Response:
         with store.open(name, path) as (f, info):
+            if path == MANIFEST_NAME:
+                _record_poll(fleet, name, request)
             immutable = BUNDLE_FILE.fullmatch(path.rsplit("/", 1)[-1]) is not None
             headers = {
                 "ETag": info.etag,
@@ -223,10 +240,10 @@ def create_app(root: Path, *, token: str | None, max_body: int = DEFAULT_MAX_BOD
     @app.get(
         "/api/models/{name}",
         responses={400: {"model": Problem}, 404: {"model": Problem}},
-        summary="One model: the current pointer, every bundle, the publish history",
+        summary="One model: the current pointer, every bundle, the publish history, its fleet",
     )
     def model_detail(name: str) -> dict[str, Any]:
-        return store.describe(name)
+        return describe(name)
 
     @app.post(
         "/api/models/{name}/rollback",
@@ -254,11 +271,26 @@ def create_app(root: Path, *, token: str | None, max_body: int = DEFAULT_MAX_BOD
 
     @app.get("/", response_class=HTMLResponse, summary="Status page")
     def status_page() -> HTMLResponse:
-        models = [store.describe(name) for name in store.models()]
+        models = [describe(name) for name in store.models()]
         return HTMLResponse(render_status_page(models, writable=token is not None))
 
+    def describe(name: str) -> dict[str, Any]:
+        detail = store.describe(name)
+        detail.update(fleet.describe(name, detail["current"]))
+        return detail
+
     app.state.store = store
+    app.state.fleet = fleet
     return app
+
+
+def _record_poll(fleet: Fleet, name: str, request: Request) -> None:
+    """Notes the poll if the reader says who it is (`X-Reloader-Client`); its values are
+    untrusted, `Fleet.record` cleans them."""
+    if REPORT_HEADERS["client"] not in request.headers:
+        return
+    info = {k: request.headers[h] for k, h in REPORT_HEADERS.items() if h in request.headers}
+    fleet.record(name, info, request.client.host if request.client else None)
 
 
 def _media_type(path: str) -> str:

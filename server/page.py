@@ -1,4 +1,7 @@
-"""The status page: rendered on the server; a few lines of JS send the rollback with the token."""
+"""The status page: rendered on the server; a few lines of JS send the rollback with the token.
+
+Every value a reader reported (the fleet tables) is untrusted and escaped like the rest.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ table { border-collapse: collapse; margin: .5em 0 2em; }
 th, td { border-bottom: 1px solid #ddd; padding: .3em .8em; text-align: left; }
 code { font-size: 12px; }
 .live { font-weight: bold; color: #05631d; }
+.behind { color: #8a4b00; }
+.stale td { color: #888; }
 #status { min-height: 1.4em; color: #a00; }
 """
 
@@ -85,6 +90,7 @@ def render_status_page(models: list[dict[str, Any]], *, writable: bool) -> str:
                 f"<td>{b['size']:,}</td><td>{escape(b['created'])}</td><td>{action}</td></tr>"
             )
         parts.append("</tbody></table>")
+        parts.extend(_fleet(m))
         if m["history"]:
             parts.append("<details><summary>history</summary><ol>")
             for h in m["history"][:50]:
@@ -97,3 +103,47 @@ def render_status_page(models: list[dict[str, Any]], *, writable: bool) -> str:
         parts.append(f"<script>{_SCRIPT}</script>")
     parts.append("</body></html>")
     return "".join(parts)
+
+
+def _fleet(m: dict[str, Any]) -> list[str]:
+    """The readers polling model `m`: the rollout summary, then one row per reader."""
+    name = escape(m["name"])
+    rollout = m.get("rollout")
+    fleet = m.get("fleet") or []
+    if rollout is None:
+        return []
+    if not fleet:
+        return [
+            f'<p data-testid="rollout-{name}">Fleet: no reader has reported a poll since the '
+            "server started.</p>"
+        ]
+    version = escape(rollout["version"] or "no manifest")
+    if rollout["complete"]:
+        summary = f"<span class=live>rollout complete</span>: {rollout['clients']} on {version}"
+    else:
+        summary = f"{rollout['on_current']} of {rollout['clients']} on {version}"
+    if rollout["stale"]:
+        summary += f" ({rollout['stale']} stale, not counted)"
+    parts = [
+        f'<h3>fleet</h3><p data-testid="rollout-{name}">{summary}</p>',
+        f'<table data-testid="fleet-{name}"><thead><tr><th>client</th><th>job</th>'
+        "<th>subtask</th><th>address</th><th>version</th><th>sha256</th><th>last poll</th>"
+        "<th></th></tr></thead><tbody>",
+    ]
+    for f in fleet:
+        if f["stale"]:
+            row, state = " class=stale", "stale"
+        elif f["current"]:
+            row, state = "", "<span class=live>current</span>"
+        else:
+            row, state = "", "<span class=behind>behind</span>"
+        cells = [f["client"], f["job"], f["subtask"], f["address"], f["version"]]
+        parts.append(
+            f"<tr{row}>"
+            + "".join(f"<td>{escape(c) if c else '—'}</td>" for c in cells)
+            + f"<td><code>{escape((f['sha256'] or '—')[:12])}</code></td>"
+            f"<td>{escape(f['last_poll'])} ({f['seconds_since']:.0f} s ago)</td>"
+            f"<td>{state}</td></tr>"
+        )
+    parts.append("</tbody></table>")
+    return parts

@@ -232,8 +232,11 @@ class Store:
             )
         with self.lock(name):
             self._check_bundle(name, manifest)
-            write_atomic(self.model_dir(name) / MANIFEST_NAME, data)
+            # History first: a reader that sees the manifest finds it in the history (the
+            # event-time timeline of `reloader.history`); a crash in between leaves a history
+            # entry newer than the manifest, which readers ignore.
             self._append_history(name, manifest, data, how)
+            write_atomic(self.model_dir(name) / MANIFEST_NAME, data)
         return manifest
 
     def rollback(self, name: str, *, sha256: str | None, version: str | None) -> Manifest:

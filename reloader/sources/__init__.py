@@ -6,6 +6,10 @@ A source is small: read the manifest with a validator (an unchanged manifest cos
     file:///srv/models/wine  or a plain path      reloader.sources.local.LocalSource
     http://host:port/models/wine  (https too)      reloader.sources.http.HttpSource
     s3://bucket/prefix                             reloader.sources.s3.S3Source
+
+A reader may also `report` what it serves; a store that can carry it (HTTP: the `X-Reloader-*`
+headers of `REPORT_KEYS`) sends it with its manifest reads, and `python -m server` shows it as
+its fleet view.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from reloader.errors import ReloaderError, SourceError
@@ -31,6 +35,30 @@ _INSTALL_HINT = {
     "watchdog": "pip install watchdog",
 }
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+# What a reader reports about itself (`Source.report`), and how it travels over HTTP: each key as
+# the request header `X-Reloader-<Key>` (`poll_interval` as `X-Reloader-Poll-Interval`). The
+# reloader's HTTP source sends them and `python -m server` reads them: one definition for both.
+REPORT_KEYS = ("client", "job", "subtask", "version", "sha256", "poll_interval")
+REPORT_HEADERS = {k: "X-Reloader-" + k.replace("_", "-").title() for k in REPORT_KEYS}
+REPORT_MAX_CHARS = 200
+_NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]")
+
+
+def clean_report_value(value: object) -> str | None:
+    """`value` as text fit for a header and a log: printable ASCII only (other characters are
+    dropped), at most `REPORT_MAX_CHARS`, surrounding spaces stripped; None when nothing is left."""
+    text = _NOT_PRINTABLE.sub("", str(value))[:REPORT_MAX_CHARS].strip()
+    return text or None
+
+
+def report_headers(info: Mapping[str, object]) -> dict[str, str]:
+    """The `X-Reloader-*` request headers for a report: known keys with a non-empty clean value."""
+    out = {}
+    for key, header in REPORT_HEADERS.items():
+        if key in info and (value := clean_report_value(info[key])) is not None:
+            out[header] = value
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +96,16 @@ class Source:
     def put(self, key: str, data: bytes, *, content_type: str) -> None:
         """Writes `key` so that readers see the old object or the new one, never a torn one."""
         raise NotImplementedError
+
+    def report(self, info: Mapping[str, str]) -> None:
+        """Tells the store what this reader is and serves; called before each manifest read.
+
+        `info` has the keys of `REPORT_KEYS`: `client` (a stable id such as `job/3` or
+        `host:pid`), `job`, `subtask`, `version` and `sha256` of the model served now (empty
+        before the first load) and `poll_interval` (seconds, as text). A store may send it with
+        its next manifest reads so its operators see which reader serves which version (the HTTP
+        source does); the default ignores it. It never raises and never changes what is read.
+        """
 
     def watch(self, callback: Callable[[], None]) -> Callable[[], None] | None:
         """Calls `callback` (from another thread) soon after the manifest changes; returns a

@@ -2,20 +2,22 @@
 
 The manifest is read with `If-None-Match` / `If-Modified-Since`, so an unchanged manifest costs a
 304 with no body. TLS certificates are verified (set `REQUESTS_CA_BUNDLE` for a private CA).
-Writes (`publish`) are `PUT`s with a bearer token, the protocol of `python -m server`.
+Writes (`publish`) are `PUT`s with a bearer token, the protocol of `python -m server`. What the
+reader last `report`ed goes with every manifest read as `X-Reloader-*` headers (the server's fleet
+view); a static file server ignores them.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import requests
 
 from reloader.errors import MissingObject, SourceError
 from reloader.layout import CHUNK, MANIFEST_NAME, MAX_MANIFEST_BYTES
-from reloader.sources import Fetched, Source, Validator
+from reloader.sources import Fetched, Source, Validator, report_headers
 
 TOKEN_ENV = "RELOADER_HTTP_TOKEN"
 
@@ -43,9 +45,14 @@ class HttpSource(Source):
         self.verify = verify
         self._session = requests.Session()
         self._session.headers["User-Agent"] = "tf-on-flink-reloader"
+        # Replaced whole by `report` (one assignment), read by `read_manifest`: no lock needed.
+        self._report: dict[str, str] = {}
+
+    def report(self, info: Mapping[str, str]) -> None:
+        self._report = report_headers(info)
 
     def read_manifest(self, validator: Validator | None = None) -> Fetched | None:
-        headers = {"Cache-Control": "no-cache"}
+        headers = {"Cache-Control": "no-cache", **self._report}
         if validator is not None:
             if validator.etag:
                 headers["If-None-Match"] = validator.etag

@@ -86,3 +86,45 @@ def test_typed_files_in_and_out(
     bad = out[10_001]
     assert bad["error"] == "input 'island' is null and not nullable"
     assert bad["label"] in (None, "")
+
+
+def test_typed_rows_are_scored_by_the_version_of_their_event_time(
+    tmp_path: Path, versions: Any, wine: Any
+) -> None:
+    """`--event-time` on a typed source: a TIMESTAMP(3) column with a watermark, passed to the
+    model function last; rows before the cutover T get the old version, the others the new."""
+    import reloader.publish
+    from tests.support.flink import check_predictions
+
+    t = 1_800_000_000_000  # 2027-01-15 08:00:00 UTC
+    store = tmp_path / "store"
+    old, new = versions.make("1", "v1"), versions.make("2", "v2")
+    reloader.publish.publish(str(store), old.data, old.manifest)
+    reloader.publish.publish(str(store), new.data, new.manifest, effective_at=t)
+    src = tmp_path / "in"
+    src.mkdir()
+    order = sorted(range(300), key=lambda i: (i * 7919) % 300)  # out of order
+    lines = []
+    for i in order:
+        at = t + (i - 150) * 37  # 5.5 s on each side of T
+        stamp = np.datetime_as_string(np.datetime64(at, "ms"), unit="ms").replace("T", " ")
+        lines.append(json.dumps({"id": i, "ts": stamp, **wine.records[i % len(wine.records)]}))
+    (src / "wine.json").write_text("\n".join(lines) + "\n")
+    opts = JobOptions(
+        model=str(store),
+        source=f"json:{src}",
+        sink=f"json:{tmp_path / 'out'}",
+        event_time="ts",
+        out_of_orderness_ms=20_000,
+        cache_dir=str(tmp_path / "cache"),
+        poll_interval=3600,
+        checkpoint_interval_ms=500,
+        roll_interval="1 s",
+    )
+    with running_job(opts, tmp_path) as job:
+        job.result.wait()
+    rows = _outputs(tmp_path / "out", "json")
+    assert sorted(int(r["id"]) for r in rows) == list(range(300))
+    for r in rows:
+        assert r["model_version"] == ("2" if int(r["id"]) >= 150 else "1"), r
+    check_predictions(rows, {"1": "v1", "2": "v2"}, wine)
