@@ -1,4 +1,4 @@
-"""Event-time cutovers: what a batch split by version costs, and memory over many cutovers.
+"""Rollouts: what a batch split by version costs, memory over many cutovers, a shadow's cost.
 
     python bench/cutover.py [--cutovers 1000] [--batch 1000] [--seconds 1] [--json out.json]
 
@@ -12,6 +12,9 @@
    watermark past T_i, so the older model is closed. Reported: this process's RSS growth per
    1,000 cutovers (from cutover 50 on), the most models loaded at once, and the largest pointer
    swap on the predicting thread.
+3. Shadow: scoring a batch as the job does, alone and with a shadow candidate of the same network
+   (`job.shadow`: one more model call and the comparison). Reported: the shadow's cost in units
+   of the scoring (1.0: one more call and nothing else).
 """
 
 from __future__ import annotations
@@ -86,6 +89,48 @@ def split_cost(hm: HotModel, x: np.ndarray, cutover_at: int, seconds: float) -> 
     }
 
 
+def shadow_cost(
+    serving: HotModel, candidate_url: str, x: np.ndarray, tmp: Path, seconds: float
+) -> dict[str, float]:
+    """Scoring a batch as the job does (`job.scoring.Scorer`), alone and with a shadow candidate
+    (`job.shadow`) of the same network: the shadow's cost in units of the scoring itself (1.0:
+    exactly one more model call, nothing else)."""
+    from job.scoring import Batch, Scorer
+    from job.shadow import Shadow
+
+    names = serving.current().runtime.meta.inputs
+    batch = Batch(columns={name: x[:, j].astype(np.float64) for j, name in enumerate(names)})
+    scorer = Scorer()
+    shadow = Shadow(
+        lambda: HotModel(candidate_url, cache_dir=tmp / "cache-shadow", poll_interval=60),
+        retry_seconds=0.1,
+    )
+    shadow.start()
+    try:
+        while shadow.model is None:
+            time.sleep(0.01)
+
+        def with_shadow() -> None:
+            shadow.compare(batch, scorer.predict(serving.run, batch), scorer)
+
+        sides: dict[str, Callable[[], Any]] = {
+            "alone": lambda: scorer.predict(serving.run, batch),
+            "shadow": with_shadow,
+        }
+        best = dict.fromkeys(sides, 0.0)
+        for _ in range(ROUNDS):
+            for name, call in sides.items():
+                best[name] = max(best[name], _rate(call, len(x), seconds / ROUNDS))
+    finally:
+        shadow.stop()
+    assert shadow.stats.rows > 0
+    return {
+        "scored_records_per_s": best["alone"],
+        "shadowed_records_per_s": best["shadow"],
+        "shadow_cost_vs_scoring": best["alone"] / best["shadow"] - 1.0,
+    }
+
+
 def many(bundles: dict[str, bytes], x: np.ndarray, cutovers: int, tmp: Path) -> dict[str, Any]:
     import psutil
 
@@ -155,6 +200,11 @@ def main() -> None:
         publish(store, b, Manifest.for_bundle(b, model="wine", version="b"), effective_at=T0)
         with HotModel(store, poll_interval=60, cache_dir=tmp / "cache-split") as hm:
             results.update(split_cost(hm, x, T0, args.seconds))
+        serving, candidate = str(tmp / "serving"), str(tmp / "candidate")
+        publish(serving, a, Manifest.for_bundle(a, model="wine", version="a"))
+        publish(candidate, b, Manifest.for_bundle(b, model="wine", version="b"))
+        with HotModel(serving, poll_interval=60, cache_dir=tmp / "cache-serving") as hm:
+            results.update(shadow_cost(hm, candidate, x, tmp, args.seconds))
         results.update(many(bundles, x, args.cutovers, tmp))
     print(
         f"batch {args.batch}: plain {results['plain_records_per_s']:,.0f} rec/s, one version "
@@ -162,7 +212,8 @@ def main() -> None:
         f"{results['cutover_two_versions_vs_plain']:.2f}x; {results['cutovers']} cutovers: RSS "
         f"{results['cutover_rss_growth_measured_mb']:+.1f} MB, at most "
         f"{results['cutover_models_loaded_max']} models loaded at once, stall max "
-        f"{results['cutover_stall_max_ms']:.3f} ms"
+        f"{results['cutover_stall_max_ms']:.3f} ms; a shadow costs "
+        f"{results['shadow_cost_vs_scoring']:.2f}x the scoring"
     )
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

@@ -121,6 +121,11 @@ KEYS: dict[str, tuple[str, str]] = {
     "cutover_rss_growth_1000_mb": ("<= 30", "RSS growth per 1,000 event-time cutovers"),
     "cutover_models_loaded_max": ("<= 2", "models loaded at once over the cutovers"),
     "cutover_stall_max_ms": ("<= 1", "pointer swap on the predicting thread over the cutovers"),
+    "shadow_cost_vs_scoring": (
+        "<= 1.2",
+        "a shadow candidate's cost per batch in units of the scoring itself (1.0: one more "
+        "model call, nothing else; bench/cutover.py)",
+    ),
     "records_lost": ("0", "soak: input ids missing from the output"),
     "records_duplicated": ("0", "soak: input ids more than once in the output"),
 }
@@ -235,7 +240,7 @@ def collect(d: dict[str, Any]) -> tuple[dict[str, float], dict[str, str], dict[s
     if "cutover" in d:
         c = d["cutover"]
         for key in KEYS:
-            if key.startswith("cutover_"):
+            if key.startswith(("cutover_", "shadow_")):
                 keys[key] = float(c[key])
     if "swap" in d:
         s = d["swap"]

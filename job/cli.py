@@ -58,6 +58,13 @@ _FLAGS: list[tuple[str, str, type, str]] = [
         int,
         "with --event-time: how far out of order records may come (the watermark's lag)",
     ),
+    (
+        "--shadow",
+        "shadow",
+        str,
+        "a channel of the store (e.g. shadow) whose version scores the same batches beside the "
+        "serving one: compared in the metrics, never in the output",
+    ),
     ("--api", "api", str, f"prediction path: {', '.join(APIS)} (record: one V8 call per row)"),
     ("--parallelism", "parallelism", int, "subtasks of the predict operator"),
     ("--checkpoint-dir", "checkpoint_dir", str, "where checkpoints go (turns them on)"),

@@ -71,6 +71,9 @@ class ModelSettings:
     lateness_ms: int = 60_000
     # The name this job's readers give the store's fleet view (default: the operator's name).
     job_name: str = ""
+    # A channel of the store whose version scores the same batches beside the serving one, for
+    # comparison only (job.shadow); "" for none.
+    shadow: str = ""
     source_options: dict[str, Any] = field(default_factory=dict)
     # The typed columns the job fixed when it started (reloader.compat): a version that does not
     # fit them is refused before it serves. Set by the functions of job.table.
@@ -218,6 +221,7 @@ class ReloaderMixin:
         self._reported: dict[str, int] = {}
         self._reported_sha256: str | None = None
         self._next_sync = 0.0
+        self._model_group: Any = None
 
     # -- life cycle -----------------------------------------------------------------------------
 
@@ -227,6 +231,7 @@ class ReloaderMixin:
         if not settings.url:
             raise ValueError("no model URL: pass url=... or set the job parameter model.url")
         self.subtask = subtask_index(ctx)
+        self.active_settings = settings
         self.log_prefix = f"[{type(self).__name__} subtask {self.subtask}]"
         client = {"job": settings.job_name or job_name(ctx), "subtask": str(self.subtask)}
         self.model = settings.hot_model(client=client)
@@ -277,7 +282,7 @@ class ReloaderMixin:
             base = None
         if base is None:
             return
-        group = base.add_group("model")
+        group = self._model_group = base.add_group("model")
         self._values = {name: group.counter(name) for name in _VALUES}
         self._reported = dict.fromkeys(_VALUES, 0)
         self._predictions = group.meter("predictions", time_span_in_seconds=10)

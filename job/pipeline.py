@@ -79,6 +79,7 @@ class JobOptions:
     # `out_of_orderness_ms` is how far out of order the records may come (the watermark lag).
     event_time: str = ""
     out_of_orderness_ms: int = 1000
+    shadow: str = ""  # a channel whose version scores beside the serving one (job.shadow)
     name: str = "tf-on-flink predict"
     extra_config: dict[str, str] = field(default_factory=dict)
 
@@ -144,6 +145,7 @@ class JobOptions:
             public_key=self.public_key,
             cache_dir=self.cache_dir,
             job_name=self.name,
+            shadow=self.shadow,
         )
 
 

@@ -1,5 +1,9 @@
-"""`python -m reloader check|publish|history|keygen`: inspect a store, publish a build, list a
-store's publish history, make a signing key.
+"""`python -m reloader check|publish|channel|history|keygen`: inspect a store, publish a build,
+point a channel, list a store's publish history, make a signing key.
+
+A store URL may end in `@<ref>` for `check` and `history` (`store/wine@stable`, `store/wine@7`:
+a channel or a pinned version, see `reloader.sources.split_ref`); `publish` and `channel` write
+to a store root.
 
 Exit codes: 0 success, 1 the store or bundle failed (message on stderr), 2 usage error.
 """
@@ -19,7 +23,7 @@ from typing import Any
 from reloader.codec import BundleMeta
 from reloader.errors import ManifestError, MissingObject, ReloaderError
 from reloader.history import HistoryEntry, entry_for, read_history, segments
-from reloader.layout import DEFAULT_MAX_BUNDLE_BYTES
+from reloader.layout import DEFAULT_MAX_BUNDLE_BYTES, channel_key
 from reloader.load import Loader, LoadSettings, check
 from reloader.manifest import (
     Manifest,
@@ -31,9 +35,9 @@ from reloader.manifest import (
     private_key_pem,
     public_key_pem,
 )
-from reloader.publish import KEEP, publish, read_build, relabel
+from reloader.publish import KEEP, point_channel, publish, read_build, relabel
 from reloader.runtime import DEFAULT_CALL_TIMEOUT, DEFAULT_HEAP_LIMIT
-from reloader.sources import open_source, scheme_of
+from reloader.sources import open_source, scheme_of, split_ref
 
 _MILLIS = re.compile(r"-?[0-9]+")
 
@@ -71,7 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
         "its self-test, as a HotModel would. Prints the manifest and timings; exits 0 only if "
         "the version is loadable.",
     )
-    check.add_argument("url", help="store root: path, file://, http(s)://, s3://bucket/prefix")
+    check.add_argument(
+        "url",
+        help="store root: path, file://, http(s)://, s3://bucket/prefix; URL@CHANNEL or "
+        "URL@VERSION for a channel or a pinned version",
+    )
     _opt(check, "--public-key", "RELOADER_PUBLIC_KEY", "require a signature by this key")
     _opt(
         check,
@@ -118,7 +126,28 @@ def build_parser() -> argparse.ArgumentParser:
         "the version published before (default: at once, for every event time)",
     )
     publish.add_argument("--no-check", action="store_true", help="skip the local self-test")
+    publish.add_argument(
+        "--channel",
+        metavar="NAME",
+        help="publish to channel NAME (channels/NAME.json, followed as URL@NAME) instead of "
+        "the store's main manifest",
+    )
     _store_options(publish)
+
+    channel = sub.add_parser(
+        "channel",
+        help="point a channel at a published version (roll it back, promote), or show it",
+        description="A channel is a second pointer in a store (channels/NAME.json) that jobs "
+        "follow as URL@NAME. With --to, points channel NAME at the version labelled VERSION in "
+        "URL's publish history (the exact manifest published then, so a signature stays "
+        "valid), or at the current main manifest with --to main. Without --to, prints where it "
+        "points.",
+    )
+    channel.add_argument("url", help="store root: path, file://, http(s)://, s3://bucket/prefix")
+    channel.add_argument("name", help="the channel: [a-z][a-z0-9_-]{0,63}")
+    channel.add_argument("--to", metavar="VERSION", help="a version label, or `main`")
+    channel.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    _store_options(channel)
 
     history = sub.add_parser(
         "history",
@@ -127,7 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
         "lists every publish: when, how, version, sha256, effective time. '*' marks the entry "
         "the manifest points at; later entries (a publish that did not finish) are ignored.",
     )
-    history.add_argument("url", help="store root: path, file://, http(s)://, s3://bucket/prefix")
+    history.add_argument(
+        "url",
+        help="store root: path, file://, http(s)://, s3://bucket/prefix; URL@CHANNEL shows "
+        "that channel's publishes",
+    )
     _store_options(history)
     history.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -143,11 +176,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    problem = _usage_problem(args)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         if args.command == "check":
             return _check(args)
         if args.command == "publish":
             return _publish(args)
+        if args.command == "channel":
+            return _channel(args)
         if args.command == "history":
             return _history(args)
         return _keygen(args)
@@ -158,6 +197,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f" ({e.filename})" if e.filename else ""
         print(f"error: {e.strerror or e}{where}", file=sys.stderr)
         return 1
+
+
+def _usage_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with a store URL or channel name given, in one line; None when fine."""
+    url = getattr(args, "url", None)
+    if url is None:
+        return None
+    try:
+        ref = split_ref(url)[1]
+        for name in (getattr(args, "channel", None), getattr(args, "name", None)):
+            if name is not None:
+                channel_key(name)
+    except ValueError as e:
+        return str(e)
+    if ref is not None and args.command in ("publish", "channel"):
+        root = split_ref(url)[0]
+        return f"{args.command} writes to a store root, not to {url!r}: use {root!r}" + (
+            " with --channel NAME" if args.command == "publish" else ""
+        )
+    return None
 
 
 def _source_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -274,30 +333,70 @@ def _publish(args: argparse.Namespace) -> int:
         Loader(LoadSettings()).build(manifest, data).runtime.close()
     t0 = time.perf_counter()
     manifest = publish(
-        args.url, data, manifest, signing_key=args.sign, source_options=_source_options(args)
+        args.url,
+        data,
+        manifest,
+        signing_key=args.sign,
+        source_options=_source_options(args),
+        channel=args.channel,
     )
     elapsed = time.perf_counter() - t0
     signed = f", signed by {manifest.key_id}" if manifest.key_id else ""
     at = f", from event time {manifest.effective_at}" if manifest.effective_at else ""
+    to = f"channel {args.channel} of {args.url}" if args.channel else args.url
     print(
         f"published {manifest.model} {manifest.version} ({manifest.sha256[:12]}, "
-        f"{manifest.size} bytes{signed}{at}) to {args.url} in {elapsed * 1e3:.0f} ms"
+        f"{manifest.size} bytes{signed}{at}) to {to} in {elapsed * 1e3:.0f} ms"
+    )
+    return 0
+
+
+def _channel(args: argparse.Namespace) -> int:
+    if args.to is not None:
+        m = point_channel(args.url, args.name, args.to, source_options=_source_options(args))
+        verb = "points at"
+    else:
+        with open_source(args.url, **_source_options(args)) as source:
+            try:
+                fetched = source.read_manifest(key=channel_key(args.name))
+            except MissingObject:
+                print(
+                    f"error: {args.url} has no channel {args.name!r}; create it with "
+                    f"`python -m reloader channel {args.url} {args.name} --to VERSION` or "
+                    "`publish BUILD_DIR URL --channel NAME`",
+                    file=sys.stderr,
+                )
+                return 1
+        if fetched is None:  # only possible with a validator
+            raise MissingObject("no channel returned", url=source.describe(channel_key(args.name)))
+        m = parse(fetched.data)
+        verb = "is at"
+    if args.json:
+        print(json.dumps({"channel": args.name, "manifest": m.to_dict()}))
+        return 0
+    at = f", from event time {m.effective_at}" if m.effective_at else ""
+    print(
+        f"channel {args.name} of {args.url} {verb} {m.model} {m.version} "
+        f"({m.sha256[:12]}, created {m.created}{at})"
     )
     return 0
 
 
 def _history(args: argparse.Namespace) -> int:
     with open_source(args.url, **_source_options(args)) as source:
-        entries = read_history(source)
         current: Manifest | None = None
         problem = None
+        # The manifest first: through a channel (URL@NAME) it decides what the history is.
         try:
             fetched = source.read_manifest()
             current = parse(fetched.data) if fetched else None
-        except MissingObject:
-            problem = "the store has no manifest"
+        except MissingObject as missing:
+            problem = (
+                "the store has no manifest" if split_ref(args.url)[1] is None else str(missing)
+            )
         except ManifestError as bad:
             problem = f"its manifest is unusable ({bad})"
+        entries = read_history(source)
     index = entry_for(entries, current) if current is not None else None
     timeline = segments(entries[: index + 1]) if index is not None else None
     if args.json:
@@ -306,11 +405,16 @@ def _history(args: argparse.Namespace) -> int:
     if not entries:
         print(f"{args.url}: no publish history")
     else:
+        channels = any(e.channel is not None for e in entries)
         rows = [["", "#", "published_at", "how", "version", "sha256", "effective_at"]]
+        if channels:
+            rows[0].insert(4, "to")
         for i, e in enumerate(entries):
             m = e.manifest
             mark = "*" if i == index else ""
             rows.append([mark, str(i + 1), e.published_at, e.how, m.version, m.sha256[:12]])
+            if channels:  # a store with channels: which pointer each publish moved
+                rows[-1].insert(4, e.channel or "main")
             rows[-1].append(m.effective_at or "-")
         widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
         for r in rows:
@@ -323,7 +427,7 @@ def _history(args: argparse.Namespace) -> int:
             "(published without it, e.g. by `aws s3 cp`): it serves every event time"
         )
     elif current is not None and index is not None:
-        if index + 1 < len(entries):
+        if any(e.channel is None for e in entries[index + 1 :]):
             print(f"entries after #{index + 1} are newer than the manifest: ignored")
         print("timeline (event time -> version):")
         for start, m in timeline or []:
@@ -347,6 +451,7 @@ def _history_dict(
             {
                 "published_at": e.published_at,
                 "how": e.how,
+                "channel": e.channel,
                 "version": e.manifest.version,
                 "sha256": e.manifest.sha256,
                 "effective_at": e.manifest.effective_at,

@@ -5,6 +5,11 @@ One JSON object a line, in publish order, the format the HTTP server (`server/st
     {"published_at": "2026-12-01T07:55:02Z", "how": "publish" | "rollback",
      "manifest": {...the manifest's fields...}, "document": "<the exact manifest bytes as text>"}
 
+A publish to a channel (`channels/<name>.json`, see `reloader.layout`) adds `"channel": "<name>"`
+at the end of its line. The main manifest's lines have none: `entry_for` and `segments` take the
+main manifest's lines unless asked for a channel's (`channel="stable"`), so a channel's publishes
+never enter the main timeline, nor the main manifest's into a channel's.
+
 Who writes it: `reloader.publish` appends a line to a directory or S3 store after the bundle and
 before the manifest; the HTTP server appends one itself whenever a manifest is PUT or rolled back.
 A store filled by other means (`aws s3 cp` of a build) has no history, or a manifest that is not
@@ -65,12 +70,15 @@ class HistoryEntry:
         published_at: when the publisher or the server wrote the line (RFC 3339, UTC).
         how: `publish` or `rollback` (the HTTP server's rollback).
         document: the exact bytes published as `version.json`.
+        channel: the channel it was published to (`channels/<channel>.json`); None for the main
+            manifest.
     """
 
     manifest: Manifest
     published_at: str
     how: str
     document: bytes
+    channel: str | None = None
 
 
 def read_history(source: Source) -> list[HistoryEntry]:
@@ -98,20 +106,27 @@ def parse_history(data: bytes) -> list[HistoryEntry]:
     return entries
 
 
-def entry_for(entries: Sequence[HistoryEntry], manifest: Manifest) -> int | None:
+def entry_for(
+    entries: Sequence[HistoryEntry], manifest: Manifest, *, channel: str | None = None
+) -> int | None:
     """The index of the last entry that published exactly `manifest`, or None.
 
     Exactly: the same document bytes, or the same fields. A relabelled, re-stamped or re-signed
-    manifest is another entry (its `version`, `created` or `signature` differs).
+    manifest is another entry (its `version`, `created` or `signature` differs). Only the entries
+    of the main manifest count, or with `channel` those of that channel; the index is into
+    `entries` as given, so `entries[: index + 1]` is the history up to it.
     """
     document = manifest.to_bytes()
     for i in range(len(entries) - 1, -1, -1):
-        if entries[i].document == document or entries[i].manifest == manifest:
+        e = entries[i]
+        if e.channel == channel and (e.document == document or e.manifest == manifest):
             return i
     return None
 
 
-def segments(entries: Sequence[HistoryEntry]) -> list[tuple[int | None, Manifest]]:
+def segments(
+    entries: Sequence[HistoryEntry], *, channel: str | None = None
+) -> list[tuple[int | None, Manifest]]:
     """The timeline the publishes define, as `(start, manifest)` sorted by start.
 
     `start` is the event time in milliseconds from which `manifest` serves (until the next
@@ -123,17 +138,29 @@ def segments(entries: Sequence[HistoryEntry]) -> list[tuple[int | None, Manifest
 
     Pass the entries up to the current manifest (`entries[: entry_for(...) + 1]`). A timeline
     whose first publish had an effective time starts there: before it, nothing was published.
+    Only the main manifest's entries count, or with `channel` that channel's (the others are
+    skipped), as for `entry_for`.
     """
     timeline: list[tuple[int | None, Manifest]] = []
     for entry in entries:
+        if entry.channel != channel:
+            continue
         start = entry.manifest.effective_at_ms
         timeline = [s for s in timeline if _before(s[0], start)]
         timeline.append((start, entry.manifest))
     return timeline
 
 
-def append_entry(source: Source, manifest: Manifest, *, how: str = "publish") -> None:
-    """Appends a line for `manifest` (published as `manifest.to_bytes()`) to the history.
+def append_entry(
+    source: Source,
+    manifest: Manifest,
+    *,
+    how: str = "publish",
+    channel: str | None = None,
+    document: bytes | None = None,
+) -> None:
+    """Appends a line for `manifest` (published as `document`, default `manifest.to_bytes()`)
+    to the history; with `channel`, as a publish to that channel.
 
     A read-modify-write of the whole file through `source.put`: one publisher at a time per store
     (see the module docstring). Not for an HTTP store, whose server keeps its own history (it
@@ -148,14 +175,22 @@ def append_entry(source: Source, manifest: Manifest, *, how: str = "publish") ->
     old = _read(source) or b""
     if old and not old.endswith(b"\n"):
         old += b"\n"  # a torn last line stays torn; it must not swallow this one
-    data = old + history_line(manifest, manifest.to_bytes(), how=how)
+    line = history_line(
+        manifest, manifest.to_bytes() if document is None else document, how=how, channel=channel
+    )
+    data = old + line
     if len(data) > MAX_HISTORY_BYTES:
         raise HistoryTooLarge(url=source.describe(HISTORY_NAME), limit=MAX_HISTORY_BYTES)
     source.put(HISTORY_NAME, data, content_type=HISTORY_TYPE)
 
 
 def history_line(
-    manifest: Manifest, document: bytes, *, how: str, published_at: str | None = None
+    manifest: Manifest,
+    document: bytes,
+    *,
+    how: str,
+    published_at: str | None = None,
+    channel: str | None = None,
 ) -> bytes:
     """One line of `history.jsonl` (with its newline), as every writer of a history writes it."""
     entry: dict[str, Any] = {
@@ -164,6 +199,8 @@ def history_line(
         "manifest": manifest.to_dict(),
         "document": document.decode(),
     }
+    if channel is not None:
+        entry["channel"] = channel
     return (json.dumps(entry) + "\n").encode()
 
 
@@ -206,8 +243,11 @@ def _entry(line: bytes) -> HistoryEntry | None:
     if not isinstance(doc, dict):
         return None
     document, published_at, how = doc.get("document"), doc.get("published_at"), doc.get("how")
+    channel = doc.get("channel")
     if not (isinstance(document, str) and isinstance(published_at, str)):
         return None
+    if channel is not None and not isinstance(channel, str):
+        return None  # neither the main manifest's line nor a channel's: garbled
     try:
         raw = document.encode()
         manifest = parse(raw)
@@ -218,6 +258,7 @@ def _entry(line: bytes) -> HistoryEntry | None:
         published_at=published_at,
         how=how if isinstance(how, str) else "publish",
         document=raw,
+        channel=channel,
     )
 
 

@@ -6,6 +6,8 @@ Every part that reads or writes a store imports these: the sources and the manif
     <root>/bundles/<sha256>.js   immutable, content-addressed
     <root>/version.json          the manifest: the one mutable object, written last (commit marker)
     <root>/history.jsonl         every manifest published there, one JSON object a line
+    <root>/channels/<name>.json  a channel's pointer: a manifest, moved independently of
+                                 version.json (its history lines carry `"channel": "<name>"`)
 
 `publish` appends to the history before it writes the manifest (the HTTP server appends it itself
 when a manifest is PUT); `reloader.history` reads it. A store filled by other means (`aws s3 cp`)
@@ -23,6 +25,8 @@ MANIFEST_NAME = "version.json"
 HISTORY_NAME = "history.jsonl"
 BUNDLES_DIR = "bundles"
 BUNDLE_SUFFIX = ".js"
+CHANNELS_DIR = "channels"
+CHANNEL_SUFFIX = ".json"
 
 # A manifest is a few hundred bytes; the cap bounds what a hostile store can make us parse.
 MAX_MANIFEST_BYTES = 64 << 10
@@ -41,6 +45,9 @@ SHA256 = re.compile(r"[0-9a-f]{64}")
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 KEY_SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
 BUNDLE_FILE = re.compile(r"([0-9a-f]{64})\.js")
+# Channel names are URL- and file-name-safe as they are, and cannot be confused with a path.
+CHANNEL_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+CHANNEL_FILE = re.compile(r"([a-z][a-z0-9_-]{0,63})\.json")
 MAX_KEY_LENGTH = 512
 
 
@@ -52,6 +59,16 @@ def bundle_key(sha256: str) -> str:
 def bundle_file(sha256: str) -> str:
     """The bundle's file name (in a store's `bundles/` and in the local cache)."""
     return f"{sha256}{BUNDLE_SUFFIX}"
+
+
+def channel_key(name: str) -> str:
+    """The key, relative to the root, of channel `name`'s pointer; `ValueError` for a bad name."""
+    if not CHANNEL_NAME.fullmatch(name):
+        raise ValueError(
+            f"invalid channel name {name[:80]!r}: a lowercase letter, then up to 63 lowercase "
+            "letters, digits, '_' or '-'"
+        )
+    return f"{CHANNELS_DIR}/{name}{CHANNEL_SUFFIX}"
 
 
 def valid_key(key: str) -> bool:

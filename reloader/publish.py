@@ -10,6 +10,10 @@ take the history up to `entry_for(entries, current manifest)` and ignore later e
 An HTTP store's server appends the history itself when the manifest is PUT, so there only the
 bundle and the manifest are written. For directory and S3 stores the history append is a
 read-modify-write: publish to one of them from one place at a time (or through the HTTP server).
+
+A publish to a channel (`channel="stable"`) is the same sequence with the channel's pointer,
+`channels/<name>.json`, in place of `version.json`, and a history line that names the channel;
+`point_channel` moves a channel to a version published before (or to the main manifest).
 """
 
 from __future__ import annotations
@@ -22,9 +26,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from reloader.errors import IntegrityError, ReloaderError
-from reloader.history import append_entry, writes_own_history
-from reloader.layout import MANIFEST_NAME
+from reloader.errors import IntegrityError, MissingObject, ReloaderError
+from reloader.history import append_entry, read_history, writes_own_history
+from reloader.layout import HISTORY_NAME, MANIFEST_NAME, channel_key
 from reloader.manifest import (
     Manifest,
     effective_ms,
@@ -34,7 +38,8 @@ from reloader.manifest import (
     now_stamp,
     parse,
 )
-from reloader.sources import Source, open_source
+from reloader.sources import Source, open_source, split_ref
+from reloader.sources.pinned import RefSource
 
 BUNDLE_TYPE = "application/javascript"
 MANIFEST_TYPE = "application/json"
@@ -67,6 +72,7 @@ def publish(
     signing_key: Ed25519PrivateKey | str | Path | bytes | None = None,
     source_options: Mapping[str, Any] | None = None,
     effective_at: str | int | None = None,
+    channel: str | None = None,
 ) -> Manifest:
     """Uploads `bundle`, a history line, then the manifest, to `store` (a URL, or a `Source`).
 
@@ -83,10 +89,13 @@ def publish(
             zone, or integer milliseconds since the epoch. A value other than the manifest's
             re-stamps it (new `created`, signature dropped, then `signing_key` signs it). None:
             the manifest's own (none for a new manifest): it serves every event time at once.
+        channel: publish to this channel (`channels/<channel>.json`) instead of the main
+            manifest; readers of `<store>@<channel>` follow it. `ValueError` for a bad name.
 
     Returns the manifest as published. Raises `IntegrityError` when `manifest` does not describe
     `bundle`, `ManifestError` for a bad `effective_at`, `SignatureError` for an unusable key,
-    `HistoryTooLarge` when the store's history is over its cap, `SourceError` when a write fails.
+    `HistoryTooLarge` when the store's history is over its cap, `SourceError` when a write fails,
+    `ValueError` for a store URL with a ref (`store@stable`: publish to the root, `channel=`).
     """
     if manifest is None:
         if not model or not version:
@@ -96,7 +105,7 @@ def publish(
         _check_describes(manifest, bundle, f"the bundle of {manifest.model} {manifest.version}")
     if effective_at is not None and not _same_time(manifest, effective_at):
         manifest = relabel(manifest, None, effective_at=effective_at)
-    return _publish(store, bundle, manifest, signing_key, source_options)
+    return _publish(store, bundle, manifest, signing_key, source_options, channel)
 
 
 def _publish(
@@ -105,8 +114,10 @@ def _publish(
     manifest: Manifest,
     signing_key: Ed25519PrivateKey | str | Path | bytes | None,
     source_options: Mapping[str, Any] | None,
+    channel: str | None = None,
 ) -> Manifest:
     """`publish` of a manifest known to describe `bundle` (signs, then writes)."""
+    pointer = _pointer(store, channel)
     if signing_key is not None:
         key = (
             signing_key
@@ -115,11 +126,24 @@ def _publish(
         )
         manifest = manifest.signed(key)
     if isinstance(store, Source):
-        _write(store, bundle, manifest)
+        _write(store, bundle, manifest, pointer, channel)
     else:
         with open_source(store, **dict(source_options or {})) as source:
-            _write(source, bundle, manifest)
+            _write(source, bundle, manifest, pointer, channel)
     return manifest
+
+
+def _pointer(store: str | Source, channel: str | None) -> str:
+    """The key the publish writes last (`ValueError` for a bad channel or a store with a ref)."""
+    ref = store.ref if isinstance(store, RefSource) else None
+    if isinstance(store, str):
+        ref = split_ref(store)[1]
+    if ref is not None:
+        raise ValueError(
+            f"{store if isinstance(store, str) else store.url} names a channel or version "
+            f"(@{ref}): publish to the store root (to a channel: channel=NAME, --channel NAME)"
+        )
+    return MANIFEST_NAME if channel is None else channel_key(channel)
 
 
 def _check_describes(manifest: Manifest, data: bytes, what: str) -> None:
@@ -134,13 +158,71 @@ def _check_describes(manifest: Manifest, data: bytes, what: str) -> None:
         )
 
 
-def _write(source: Source, bundle: bytes, manifest: Manifest) -> None:
+def _write(
+    source: Source, bundle: bytes, manifest: Manifest, pointer: str, channel: str | None
+) -> None:
     # The order is the protocol: a reader that sees the manifest must find its bundle, and the
     # manifest in the history (the HTTP server appends it there itself, on the manifest PUT).
     source.put(manifest.bundle, bundle, content_type=BUNDLE_TYPE)
+    _write_pointer(source, manifest, manifest.to_bytes(), pointer, channel)
+
+
+def _write_pointer(
+    source: Source,
+    manifest: Manifest,
+    document: bytes,
+    pointer: str,
+    channel: str | None,
+    how: str = "publish",
+) -> None:
     if not writes_own_history(source):
-        append_entry(source, manifest)
-    source.put(MANIFEST_NAME, manifest.to_bytes(), content_type=MANIFEST_TYPE)
+        append_entry(source, manifest, how=how, channel=channel, document=document)
+    source.put(pointer, document, content_type=MANIFEST_TYPE)
+
+
+def point_channel(
+    store: str | Source,
+    channel: str,
+    to: str,
+    *,
+    source_options: Mapping[str, Any] | None = None,
+) -> Manifest:
+    """Points `channel` at the version labelled `to`, or at the main manifest when `to` is
+    `main`: the one-command rollback (and promotion) of a channel.
+
+    The channel gets the exact document once published (a signature stays valid): the current
+    `version.json` for `main`, else that of the last publish labelled `to` in the store's
+    history (to the main manifest or to any channel). A history line for the channel is written
+    before its pointer, as for `publish(..., channel=)`.
+
+    Returns the manifest the channel now points at. Raises `ValueError` for a bad channel name or
+    a store URL with a ref, `MissingObject` when there is no such version (or no main manifest),
+    `HistoryTooLarge`, `SourceError` when the store cannot be read or written.
+    """
+    pointer = _pointer(store, channel)
+    if isinstance(store, Source):
+        return _point(store, channel, to, pointer)
+    with open_source(store, **dict(source_options or {})) as source:
+        return _point(source, channel, to, pointer)
+
+
+def _point(source: Source, channel: str, to: str, pointer: str) -> Manifest:
+    if to == "main":
+        fetched = source.read_manifest()
+        if fetched is None:  # only possible with a validator
+            raise MissingObject("no manifest returned", url=source.describe(MANIFEST_NAME))
+        document = fetched.data
+        manifest = parse(document)
+    else:
+        entry = next((e for e in reversed(read_history(source)) if e.manifest.version == to), None)
+        if entry is None:
+            raise MissingObject(
+                f"no version labelled {to!r} in the publish history of {source.url}",
+                url=source.describe(HISTORY_NAME),
+            )
+        document, manifest = entry.document, entry.manifest
+    _write_pointer(source, manifest, document, pointer, channel)
+    return manifest
 
 
 def read_build(build_dir: str | Path) -> tuple[Manifest, bytes]:
@@ -172,18 +254,20 @@ def publish_build(
     signing_key: Ed25519PrivateKey | str | Path | bytes | None = None,
     source_options: Mapping[str, Any] | None = None,
     effective_at: str | int | None = None,
+    channel: str | None = None,
 ) -> Manifest:
     """Publishes what a build wrote into `build_dir` (see `read_build`) to `store`.
 
     `version` relabels it (and stamps a new `created`); `effective_at` sets the event time from
     which it serves (as for `publish`; None keeps the build's, normally none); any signature of
-    the build is dropped and replaced by one with `signing_key` if given.
+    the build is dropped and replaced by one with `signing_key` if given; `channel` publishes it
+    to that channel instead of the main manifest.
     """
     manifest, data = read_build(build_dir)  # checked against each other there
     manifest = relabel(
         manifest, version, effective_at=KEEP if effective_at is None else effective_at
     )
-    return _publish(store, data, manifest, signing_key, source_options)
+    return _publish(store, data, manifest, signing_key, source_options, channel)
 
 
 def relabel(

@@ -3,6 +3,7 @@
     GET/HEAD /models/{name}/{path}              any store file: strong ETag, 304s, Range
     PUT      /models/{name}/bundles/{sha}.js    a bundle (body sha256 must equal the name)
     PUT      /models/{name}/version.json        the pointer (refused unless its bundle is there)
+    PUT      /models/{name}/channels/{ch}.json  a channel's pointer (the same checks)
     GET      /api/models, /api/models/{name}    listing: current pointer, bundles, history
     POST     /api/models/{name}/rollback        re-point the manifest at an earlier bundle
     GET      /                                  the status page
@@ -31,7 +32,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
 
-from reloader.layout import BUNDLE_FILE, DEFAULT_MAX_BUNDLE_BYTES, MANIFEST_NAME
+from reloader.layout import BUNDLE_FILE, CHANNEL_FILE, DEFAULT_MAX_BUNDLE_BYTES, MANIFEST_NAME
 from reloader.sources import REPORT_HEADERS
 from server.fleet import Fleet
 from server.page import render_status_page
@@ -40,6 +41,12 @@ from server.store import Store, StoreError
 DEFAULT_MAX_BODY = DEFAULT_MAX_BUNDLE_BYTES
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 _IMMUTABLE = "public, max-age=31536000, immutable"
+_MANIFEST_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+}
 _BINARY_BODY = {
     "requestBody": {
         "required": True,
@@ -190,12 +197,7 @@ def create_app(
     @app.put(
         "/models/{name}/version.json",
         status_code=201,
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": {"type": "object"}}},
-            }
-        },
+        openapi_extra=_MANIFEST_BODY,
         responses={
             401: {"model": Problem},
             403: {"model": Problem},
@@ -210,14 +212,43 @@ def create_app(
     ) -> Response:
         authorize(authorization)
         store.model_dir(name)
-        cap = min(max_body, 64 << 10)
-        _check_length(request, cap)
-        data = bytearray()
-        async for chunk in request.stream():
-            data += chunk
-            if len(data) > cap:
-                raise StoreError(413, f"a manifest is at most {cap} bytes")
-        manifest = await anyio.to_thread.run_sync(store.put_manifest, name, bytes(data))
+        data = await _manifest_body(request, max_body)
+        manifest = await anyio.to_thread.run_sync(store.put_manifest, name, data)
+        return JSONResponse(manifest.to_dict(), status_code=201)
+
+    @app.put(
+        "/models/{name}/channels/{filename}",
+        status_code=201,
+        openapi_extra=_MANIFEST_BODY,
+        responses={
+            400: {"model": Problem},
+            401: {"model": Problem},
+            403: {"model": Problem},
+            409: {"model": Problem},
+            413: {"model": Problem},
+            422: {"model": Problem},
+        },
+        summary="Point a channel (channels/<name>.json) at a version; its bundle must be stored",
+    )
+    async def put_channel(
+        name: str,
+        filename: str,
+        request: Request,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        authorize(authorization)
+        m = CHANNEL_FILE.fullmatch(filename)
+        if not m:
+            raise StoreError(
+                400,
+                "channels are named <name>.json: a lowercase letter, then up to 63 "
+                "lowercase letters, digits, '_' or '-'",
+            )
+        store.model_dir(name)
+        data = await _manifest_body(request, max_body)
+        manifest = await anyio.to_thread.run_sync(
+            lambda: store.put_manifest(name, data, channel=m.group(1))
+        )
         return JSONResponse(manifest.to_dict(), status_code=201)
 
     # -- API --------------------------------------------------------------------------------------
@@ -291,6 +322,17 @@ def _record_poll(fleet: Fleet, name: str, request: Request) -> None:
         return
     info = {k: request.headers[h] for k, h in REPORT_HEADERS.items() if h in request.headers}
     fleet.record(name, info, request.client.host if request.client else None)
+
+
+async def _manifest_body(request: Request, max_body: int) -> bytes:
+    cap = min(max_body, 64 << 10)
+    _check_length(request, cap)
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > cap:
+            raise StoreError(413, f"a manifest is at most {cap} bytes")
+    return bytes(data)
 
 
 def _media_type(path: str) -> str:

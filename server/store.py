@@ -5,6 +5,7 @@ Layout under the root (the store format of `reloader.layout`, one directory per 
     <root>/<model>/bundles/<sha256>.js    immutable, content-addressed
     <root>/<model>/version.json           the pointer, the only mutable file, written last
     <root>/<model>/history.jsonl          every manifest ever published here (for listing/rollback)
+    <root>/<model>/channels/<name>.json   a channel's pointer (its history lines name the channel)
 
 Writers of one model are serialized by a lock; every write is temp file + fsync + rename (+ fsync
 of the directory), so a reader sees the old file or the new one, never a torn one.
@@ -35,6 +36,7 @@ from reloader.layout import (
     MANIFEST_NAME,
     MODEL_NAME,
     bundle_file,
+    channel_key,
 )
 from reloader.manifest import Manifest, parse
 
@@ -187,6 +189,7 @@ class Store:
                     "sha256": h["manifest"]["sha256"],
                     "published_at": h["published_at"],
                     "how": h.get("how", "publish"),
+                    "channel": h.get("channel"),
                 }
                 for h in reversed(history)
             ],
@@ -221,7 +224,15 @@ class Store:
             fsync_dir(final.parent)
         return True
 
-    def put_manifest(self, name: str, data: bytes, *, how: str = "publish") -> Manifest:
+    def put_manifest(
+        self, name: str, data: bytes, *, how: str = "publish", channel: str | None = None
+    ) -> Manifest:
+        """Publishes `data` as the model's manifest, or with `channel` as that channel's pointer
+        (`channels/<channel>.json`): checked, appended to the history, then written."""
+        try:
+            target = MANIFEST_NAME if channel is None else channel_key(channel)
+        except ValueError as e:
+            raise StoreError(400, str(e)) from None
         try:
             manifest = parse(data)
         except ManifestError as e:
@@ -235,8 +246,8 @@ class Store:
             # History first: a reader that sees the manifest finds it in the history (the
             # event-time timeline of `reloader.history`); a crash in between leaves a history
             # entry newer than the manifest, which readers ignore.
-            self._append_history(name, manifest, data, how)
-            write_atomic(self.model_dir(name) / MANIFEST_NAME, data)
+            self._append_history(name, manifest, data, how, channel)
+            write_atomic(self.model_dir(name).joinpath(*target.split("/")), data)
         return manifest
 
     def rollback(self, name: str, *, sha256: str | None, version: str | None) -> Manifest:
@@ -270,13 +281,17 @@ class Store:
         if len(data) != m.size or hashlib.sha256(data).hexdigest() != m.sha256:
             raise StoreError(409, f"{m.bundle} does not match the manifest's sha256/size")
 
-    def _append_history(self, name: str, m: Manifest, data: bytes, how: str) -> None:
+    def _append_history(
+        self, name: str, m: Manifest, data: bytes, how: str, channel: str | None = None
+    ) -> None:
         entry = {
             "published_at": _rfc3339(datetime.now(timezone.utc).timestamp()),
             "how": how,
             "manifest": m.to_dict(),
             "document": data.decode(),
         }
+        if channel is not None:
+            entry["channel"] = channel
         with open(self.model_dir(name) / HISTORY_NAME, "a") as f:
             f.write(json.dumps(entry) + "\n")
             f.flush()

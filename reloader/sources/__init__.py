@@ -10,6 +10,10 @@ A source is small: read the manifest with a validator (an unchanged manifest cos
 A reader may also `report` what it serves; a store that can carry it (HTTP: the `X-Reloader-*`
 headers of `REPORT_KEYS`) sends it with its manifest reads, and `python -m server` shows it as
 its fleet view.
+
+A URL may end in `@<ref>` (`s3://models/wine@stable`, `store/wine@7`, see `split_ref`): the
+source then reads a channel's pointer or a pinned version from the store's history instead of
+`version.json` (`reloader.sources.pinned.RefSource`, wrapped around the store's own source).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from reloader.errors import ReloaderError, SourceError
+from reloader.layout import CHANNEL_NAME, MANIFEST_NAME
 
 # scheme -> "module:Class", imported on first use so an unused backend costs nothing.
 REGISTRY: dict[str, str] = {
@@ -82,10 +87,14 @@ class Source:
 
     url: str
 
-    def read_manifest(self, validator: Validator | None = None) -> Fetched | None:
+    def read_manifest(
+        self, validator: Validator | None = None, *, key: str = MANIFEST_NAME
+    ) -> Fetched | None:
         """The manifest, or None when it still matches `validator` (not modified).
 
-        Raises `MissingObject` when there is no manifest, `SourceError` on any other failure.
+        `key` reads another manifest-sized pointer with the same cheap conditional read: a
+        channel's `channels/<name>.json` (`reloader.layout.channel_key`). Raises `MissingObject`
+        when there is no such object, `SourceError` on any other failure.
         """
         raise NotImplementedError
 
@@ -107,9 +116,12 @@ class Source:
         source does); the default ignores it. It never raises and never changes what is read.
         """
 
-    def watch(self, callback: Callable[[], None]) -> Callable[[], None] | None:
-        """Calls `callback` (from another thread) soon after the manifest changes; returns a
-        function that stops watching, or None when the store cannot push changes (poll)."""
+    def watch(
+        self, callback: Callable[[], None], *, keys: tuple[str, ...] = (MANIFEST_NAME,)
+    ) -> Callable[[], None] | None:
+        """Calls `callback` (from another thread) soon after the manifest (or another of `keys`,
+        relative to the root) changes; returns a function that stops watching, or None when the
+        store cannot push changes (poll)."""
         return None
 
     def close(self) -> None:
@@ -132,8 +144,68 @@ def scheme_of(url: str) -> str:
     return m.group(1).lower() if m else "file"
 
 
+def split_ref(url: str) -> tuple[str, str | None]:
+    """`(store URL, ref)` of `<store URL>@<ref>`, `(url, None)` without a ref.
+
+    The ref is the end of the URL's last path segment, from its first `@`: `store/wine@7`,
+    `s3://models/wine@stable`, `http://host:8080/models/wine@channel:stable`. An `@` in an
+    http(s) URL's authority (`http://user@host/...`) is not one. Its forms (`parse_ref`):
+    `channel:<name>`, `version:<label>`, or a bare `<name-or-label>`. A store whose own last
+    segment holds an `@` can be named as a `file://` URL with `%40`.
+
+    Raises `ValueError` for a ref that names nothing (`store/wine@`, a bad channel name).
+    """
+    body = url.rstrip("/")
+    start = 0
+    m = _SCHEME.match(body)
+    if m:
+        slash = body.find("/", m.end())
+        if slash < 0:
+            return url, None  # no path: an `@` is in the authority
+        start = slash
+    last = body.rfind("/", start) + 1
+    at = body.find("@", last)
+    if at < 0:
+        return url, None
+    root, ref = body[:at], body[at + 1 :]
+    if not root or root.endswith("/"):
+        raise ValueError(f"{url!r}: no store before '@{ref}'")
+    parse_ref(ref)
+    return root, ref
+
+
+def parse_ref(ref: str) -> tuple[str | None, str]:
+    """`(kind, name)` of a ref: `("channel", name)` for `channel:<name>`, `("version", label)`
+    for `version:<label>` and for a bare ref that cannot be a channel name (`7`, `v1.2`), and
+    `(None, name)` for a bare one that can (`stable`, `v7`): a channel if the store has it, else
+    a version label. Raises `ValueError` for a bad channel name or label."""
+    kind, sep, name = ref.partition(":")
+    if not sep or kind not in ("channel", "version"):
+        kind, name = "", ref
+    if kind == "channel" and not CHANNEL_NAME.fullmatch(name):
+        raise ValueError(
+            f"ref {ref!r}: a channel name is a lowercase letter, then up to 63 lowercase "
+            "letters, digits, '_' or '-'"
+        )
+    if not 0 < len(name) <= 128 or not name.isprintable():
+        raise ValueError(f"ref {ref!r}: a version label is 1-128 printable characters")
+    if kind:
+        return kind, name
+    return (None if CHANNEL_NAME.fullmatch(name) else "version"), name
+
+
 def open_source(url: str, **options: Any) -> Source:
-    """The source for `url`; `options` go to its constructor (e.g. `timeout`, `endpoint`)."""
+    """The source for `url`; `options` go to its constructor (e.g. `timeout`, `endpoint`).
+
+    A URL with a ref (`s3://models/wine@stable`, see `split_ref`) gives the store's source
+    wrapped in a `reloader.sources.pinned.RefSource`, which serves that channel or pinned
+    version as the manifest. Raises `ValueError` for a malformed ref.
+    """
+    root, ref = split_ref(url)
+    if ref is not None:
+        from reloader.sources.pinned import RefSource
+
+        return RefSource(open_source(root, **options), ref, url=url)
     scheme = scheme_of(url)
     target = REGISTRY.get(scheme)
     if target is None:

@@ -51,18 +51,20 @@ class HttpSource(Source):
     def report(self, info: Mapping[str, str]) -> None:
         self._report = report_headers(info)
 
-    def read_manifest(self, validator: Validator | None = None) -> Fetched | None:
+    def read_manifest(
+        self, validator: Validator | None = None, *, key: str = MANIFEST_NAME
+    ) -> Fetched | None:
         headers = {"Cache-Control": "no-cache", **self._report}
         if validator is not None:
             if validator.etag:
                 headers["If-None-Match"] = validator.etag
             if validator.last_modified:
                 headers["If-Modified-Since"] = validator.last_modified
-        url = f"{self.url}/{MANIFEST_NAME}"
+        url = f"{self.url}/{key}"
         with self._get(url, headers) as r:
             if r.status_code == 304:
                 return None
-            self._check(r, url, what="the manifest")
+            self._check(r, url, what="the manifest" if key == MANIFEST_NAME else key)
             data = _read_capped(r, MAX_MANIFEST_BYTES + 1, url)
             tag = Validator(r.headers.get("ETag"), r.headers.get("Last-Modified"))
         return Fetched(data, tag)

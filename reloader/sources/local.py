@@ -38,8 +38,10 @@ class LocalSource(Source):
             path = url
         self.root = Path(path).expanduser().absolute()
 
-    def read_manifest(self, validator: Validator | None = None) -> Fetched | None:
-        path = self.root / MANIFEST_NAME
+    def read_manifest(
+        self, validator: Validator | None = None, *, key: str = MANIFEST_NAME
+    ) -> Fetched | None:
+        path = self._path(key)
         try:
             if validator is not None and _validator(os.stat(path)) == validator:
                 return None
@@ -50,13 +52,13 @@ class LocalSource(Source):
                 data = f.read()
         except FileNotFoundError:
             what = (
-                f"no {MANIFEST_NAME} in the store"
+                f"no {key} in the store"
                 if self.root.is_dir()
                 else f"the store directory {self.root} does not exist"
             )
             raise MissingObject(what, url=str(path)) from None
         except OSError as e:
-            raise SourceError(f"cannot read the manifest: {e.strerror}", url=str(path)) from None
+            raise SourceError(f"cannot read {key}: {e.strerror}", url=str(path)) from None
         return Fetched(data, tag)
 
     def iter_bundle(self, key: str) -> Iterator[bytes]:
@@ -78,20 +80,28 @@ class LocalSource(Source):
         except OSError as e:
             raise SourceError(f"cannot write: {e.strerror}", url=str(path)) from None
 
-    def watch(self, callback: Callable[[], None]) -> Callable[[], None] | None:
+    def watch(
+        self, callback: Callable[[], None], *, keys: tuple[str, ...] = (MANIFEST_NAME,)
+    ) -> Callable[[], None] | None:
         from watchdog.events import FileSystemEvent, FileSystemEventHandler
         from watchdog.observers import Observer
+
+        root = str(self.root)
+        wanted = {os.path.normpath(k) for k in keys}
+        # A key in a subdirectory (`channels/stable.json`) needs the tree watched: the directory
+        # may not exist yet. Otherwise only the root, as before (no events of bundle uploads).
+        recursive = any(os.sep in k for k in wanted)
 
         class _Handler(FileSystemEventHandler):
             def on_any_event(self, event: FileSystemEvent) -> None:
                 for p in (event.src_path, getattr(event, "dest_path", "")):
-                    if os.path.basename(os.fsdecode(p)) == MANIFEST_NAME:
+                    if p and os.path.relpath(os.fsdecode(p), root) in wanted:
                         callback()
                         return
 
         observer = Observer()
         try:
-            observer.schedule(_Handler(), str(self.root), recursive=False)
+            observer.schedule(_Handler(), root, recursive=recursive)
             observer.daemon = True
             observer.start()
         except OSError as e:

@@ -85,8 +85,11 @@ class S3Source(Source):
             http_client=http,
         )
 
-    def read_manifest(self, validator: Validator | None = None) -> Fetched | None:
-        key = join_key(self.prefix, MANIFEST_NAME)
+    def read_manifest(
+        self, validator: Validator | None = None, *, key: str = MANIFEST_NAME
+    ) -> Fetched | None:
+        what = "the manifest" if key == MANIFEST_NAME else key
+        key = join_key(self.prefix, key)
         headers: dict[str, str | list[str] | tuple[str]] | None = (
             {"If-None-Match": validator.etag} if validator and validator.etag else None
         )
@@ -95,14 +98,14 @@ class S3Source(Source):
         except ServerError as e:
             if e.status_code == 304:  # minio raises on a successful conditional GET
                 return None
-            raise self._error(e, key, "the manifest") from None
+            raise self._error(e, key, what) from None
         except Exception as e:
-            raise self._error(e, key, "the manifest") from None
+            raise self._error(e, key, what) from None
         try:
             data = r.read(MAX_MANIFEST_BYTES + 1)
             tag = Validator(r.headers.get("ETag"), r.headers.get("Last-Modified"))
         except Exception as e:
-            raise self._error(e, key, "the manifest") from None
+            raise self._error(e, key, what) from None
         finally:
             r.close()
             r.release_conn()
