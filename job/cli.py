@@ -65,6 +65,14 @@ _FLAGS: list[tuple[str, str, type, str]] = [
         "a channel of the store (e.g. shadow) whose version scores the same batches beside the "
         "serving one: compared in the metrics, never in the output",
     ),
+    (
+        "--canary",
+        "canary",
+        str,
+        "a channel of the store (e.g. canary) whose version serves --canary-fraction of the ids, "
+        "rolled back by each subtask when it errs more than the serving version",
+    ),
+    ("--canary-fraction", "canary_fraction", float, "with --canary: the share of ids, 0-1"),
     ("--api", "api", str, f"prediction path: {', '.join(APIS)} (record: one V8 call per row)"),
     ("--parallelism", "parallelism", int, "subtasks of the predict operator"),
     ("--checkpoint-dir", "checkpoint_dir", str, "where checkpoints go (turns them on)"),

@@ -22,7 +22,7 @@ import logging
 import math
 import time
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -35,6 +35,8 @@ from pyflink.datastream import KeyedProcessFunction, ProcessFunction, RuntimeCon
 from pyflink.datastream.state import ListStateDescriptor
 from pyflink.table.udf import FunctionContext, ScalarFunction
 
+from job.canary import Canary
+from job.canary import metric_values as canary_metric_values
 from job.mixin import ModelSettings, ReloaderMixin
 from job.scoring import EVENT_TIME, INVALID, Batch, Scored, Scorer, parse_record
 from job.shadow import Shadow, channel_url
@@ -60,6 +62,7 @@ class _Predicting(ReloaderMixin):
     scorer: Scorer
 
     shadow: Shadow | None = None
+    canary: Canary | None = None
 
     def _setup(self, ctx: Any) -> None:
         self.scorer = Scorer()
@@ -73,9 +76,19 @@ class _Predicting(ReloaderMixin):
                 lambda: candidate.hot_model(client=client), retry_seconds=settings.poll_interval
             )
             self.shadow.start()
-        self._shadow_counters: dict[str, Any] = {}
-        self._shadow_reported: dict[str, int] = {}
-        self._shadow_next = 0.0
+        if settings.canary:
+            client = {"job": settings.job_name, "subtask": f"{self.subtask} canary"}
+            candidate = replace(settings, url=channel_url(settings.url, settings.canary))
+            self.canary = Canary(
+                lambda: candidate.hot_model(client=client),
+                retry_seconds=settings.poll_interval,
+                fraction=settings.canary_fraction,
+                key=settings.canary_key,
+                max_error_rate=settings.canary_max_error_rate,
+            )
+            self.canary.start()
+        self._groups: dict[str, tuple[Any, dict[str, Any], dict[str, int]]] = {}
+        self._groups_next = 0.0
         # What exists now (PyFlink, pandas, the model) lives as long as the worker: out of the
         # collector's sight, a full collection costs ~0.2 ms instead of 70-640 ms (measured in the
         # Python worker and in a thread-mode TaskManager), a stall of every record in flight.
@@ -87,7 +100,7 @@ class _Predicting(ReloaderMixin):
         if batch.size == 0:
             return []
         out: list[str] = []
-        for part in self.by_version(batch):
+        for part in self.by_route(batch):
             result, why = self.score_batch(part)
             out += self._failed(part, why) if result is None else self.scorer.format(part, result)
         return out
@@ -110,6 +123,34 @@ class _Predicting(ReloaderMixin):
             parts.append(part)
         return parts
 
+    def by_route(self, batch: Batch) -> list[Batch]:
+        """`by_version`, then the rows of a canary's keys split off to its candidate (see
+        `job.canary`). Each part's `rows` are its rows in `batch` when there is more than one."""
+        parts = self.by_version(batch)
+        canary = self.canary
+        if canary is None or batch.size == 0:
+            return parts
+        assert self.model is not None
+        out: list[Batch] = []
+        for part in parts:
+            serving = part.model or self.model.current()
+            candidate = canary.candidate(serving.sha256)
+            if candidate is None:
+                out.append(part)
+                continue
+            mask = canary.rows(part.column(canary.key), part.size)
+            base = part.rows if part.rows is not None else np.arange(part.size, dtype=np.intp)
+            for model, rows, role in (
+                (serving, np.flatnonzero(~mask), "serving"),
+                (candidate, np.flatnonzero(mask), "canary"),
+            ):
+                if len(rows) == 0:
+                    continue
+                sub = part if len(rows) == part.size else part.subset(rows)
+                sub.model, sub.rows, sub.role, sub.fallback = model, base[rows], role, serving
+                out.append(sub)
+        return out
+
     def score_batch(self, batch: Batch) -> tuple[Versioned[Scored] | None, str]:
         """The model's results for `batch`, or None and why the model could not score it.
 
@@ -117,6 +158,8 @@ class _Predicting(ReloaderMixin):
         retried once on the rebuilt runtime. A batch that breaks it again, or that the bundle
         rejects, is not scored; the caller writes error records naming the cause.
         """
+        if batch.role == "canary":
+            return self._score_canary(batch)
         deadline = time.monotonic() + REBUILD_WAIT_SECONDS
         attempts = 0
         while True:
@@ -135,32 +178,56 @@ class _Predicting(ReloaderMixin):
             self.count_predictions(int(result.value.ok.sum()))
             if self.shadow is not None:
                 self.shadow.compare(batch, result, self.scorer)
-                self._sync_shadow_metrics()
+                self._sync_group("shadow", shadow_metric_values(self.shadow.stats))
+            if batch.role == "serving" and self.canary is not None:
+                ok = int(result.value.ok.sum())
+                self.canary.record(
+                    rows=0, errors=0, serving_rows=batch.size, serving_errors=batch.size - ok
+                )
             return result, ""
 
+    def _score_canary(self, batch: Batch) -> tuple[Versioned[Scored] | None, str]:
+        """A canary part on its candidate; one it fails goes to the serving version instead."""
+        canary = self.canary
+        assert canary is not None and canary.channel.model is not None
+        hm = canary.channel.model
+        try:
+            result = self.scorer.predict(lambda call: hm.run_on(batch.model, call), batch)
+        except Exception as e:  # the candidate's failure: counted, its rows served as usual
+            canary.failed(f"{type(e).__name__}: {e}")
+            batch.model, batch.role = batch.fallback, None
+            self._sync_group("canary", canary_metric_values(canary))
+            return self.score_batch(batch)
+        ok = int(result.value.ok.sum())
+        self.count_predictions(ok)
+        canary.record(rows=batch.size, errors=batch.size - ok, serving_rows=0, serving_errors=0)
+        self._sync_group("canary", canary_metric_values(canary))
+        return result, ""
+
     def close_model(self) -> None:
-        if self.shadow is not None:
-            self.shadow.stop()
-            self.shadow = None
+        for extra in (self.shadow, self.canary):
+            if extra is not None:
+                extra.stop()
+        self.shadow = self.canary = None
         super().close_model()
 
-    def _sync_shadow_metrics(self) -> None:
-        """The shadow's counters (group `model.shadow`), at most every 100 ms."""
+    def _sync_group(self, group: str, values: Mapping[str, int]) -> None:
+        """Counters of a subgroup of `model` (shadow, canary), at most every 100 ms."""
         now = time.monotonic()
-        if self._model_group is None or self.shadow is None or now < self._shadow_next:
+        if self._model_group is None or now < self._groups_next:
             return
-        self._shadow_next = now + 0.1
-        for name, value in shadow_metric_values(self.shadow.stats).items():
-            counter = self._shadow_counters.get(name)
-            if counter is None:
-                if not self._shadow_counters:
-                    self._shadow_group = self._model_group.add_group("shadow")
-                counter = self._shadow_counters[name] = self._shadow_group.counter(name)
-                self._shadow_reported[name] = 0
-            delta = value - self._shadow_reported[name]
+        self._groups_next = now + 0.1
+        if group not in self._groups:
+            self._groups[group] = (self._model_group.add_group(group), {}, {})
+        metric_group, counters, reported = self._groups[group]
+        for name, value in values.items():
+            if name not in counters:
+                counters[name] = metric_group.counter(name)
+                reported[name] = 0
+            delta = value - reported[name]
             if delta:
-                counter.inc(delta)
-                self._shadow_reported[name] = value
+                counters[name].inc(delta)
+                reported[name] = value
 
     def _failed(self, batch: Batch, why: str) -> list[str]:
         version, sha256 = self.failed_version(batch, why)

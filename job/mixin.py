@@ -74,6 +74,12 @@ class ModelSettings:
     # A channel of the store whose version scores the same batches beside the serving one, for
     # comparison only (job.shadow); "" for none.
     shadow: str = ""
+    # A channel whose version serves `canary_fraction` of the keys (the field `canary_key`),
+    # rolled back when its error rate passes the serving one's by `canary_max_error_rate`.
+    canary: str = ""
+    canary_fraction: float = 0.1
+    canary_key: str = "id"
+    canary_max_error_rate: float = 0.05
     source_options: dict[str, Any] = field(default_factory=dict)
     # The typed columns the job fixed when it started (reloader.compat): a version that does not
     # fit them is refused before it serves. Set by the functions of job.table.

@@ -80,6 +80,8 @@ class JobOptions:
     event_time: str = ""
     out_of_orderness_ms: int = 1000
     shadow: str = ""  # a channel whose version scores beside the serving one (job.shadow)
+    canary: str = ""  # a channel whose version serves a fraction of the keys (job.canary)
+    canary_fraction: float = 0.1
     name: str = "tf-on-flink predict"
     extra_config: dict[str, str] = field(default_factory=dict)
 
@@ -146,6 +148,8 @@ class JobOptions:
             cache_dir=self.cache_dir,
             job_name=self.name,
             shadow=self.shadow,
+            canary=self.canary,
+            canary_fraction=self.canary_fraction,
         )
 
 

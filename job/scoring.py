@@ -321,6 +321,8 @@ class Batch:
         self.event_ms = event_ms
         self.model: Any = None
         self.rows: npt.NDArray[np.intp] | None = None  # a part's rows in the batch it came from
+        self.role: str | None = None  # "canary" / "serving": a part of a canary's batch
+        self.fallback: Any = None  # a canary part's serving model (if the candidate fails)
         if records is not None:
             self.size = len(records)
             self.names: tuple[str, ...] = ()

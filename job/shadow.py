@@ -59,20 +59,20 @@ class ShadowStats:
         return [d / 1e6 / self.rows for d in self.delta_micro] if self.rows else []
 
 
-class Shadow:
-    """The candidate of one channel, beside the serving model of a function."""
+class ChannelModel:
+    """A `HotModel` of a store channel that may not exist yet: started in the background and
+    retried every `retry_seconds` until it serves (`model` is None until then)."""
 
     def __init__(self, make_model: Callable[[], HotModel], retry_seconds: float) -> None:
         self._make_model = make_model
         self._retry = retry_seconds
         self.model: HotModel | None = None
-        self.stats = ShadowStats()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._logged: str | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._start, name="shadow-start", daemon=True)
+        self._thread = threading.Thread(target=self._start, name="channel-start", daemon=True)
         self._thread.start()
 
     def _start(self) -> None:
@@ -84,7 +84,7 @@ class Shadow:
                 model.stop()
                 why = f"{type(e).__name__}: {e}"
                 if why != self._logged:
-                    log.info("shadow: no candidate yet (%s); retrying", why)
+                    log.info("%s: no candidate yet (%s); retrying", model.url, why)
                     self._logged = why
                 self._stop.wait(self._retry)
                 continue
@@ -101,6 +101,25 @@ class Shadow:
         if self.model is not None:
             self.model.stop()
             self.model = None
+
+
+class Shadow:
+    """The candidate of one channel, beside the serving model of a function."""
+
+    def __init__(self, make_model: Callable[[], HotModel], retry_seconds: float) -> None:
+        self.channel = ChannelModel(make_model, retry_seconds)
+        self.stats = ShadowStats()
+        self._logged: str | None = None
+
+    @property
+    def model(self) -> HotModel | None:
+        return self.channel.model
+
+    def start(self) -> None:
+        self.channel.start()
+
+    def stop(self) -> None:
+        self.channel.stop()
 
     def compare(self, batch: Batch, serving: Versioned[Scored], scorer: Scorer) -> None:
         """Scores `batch` on the candidate and counts how it compares with `serving`."""

@@ -191,10 +191,10 @@ class PredictTable(_Predicting, ScalarFunction):  # type: ignore[misc]
             event_ms = _epoch_ms(times)
         columns = {name: s for (name, _), s in zip(self.sig.inputs, series, strict=True)}
         batch = Batch(columns=columns, event_ms=event_ms)
-        if event_ms is None or batch.size == 0:
+        if batch.size == 0:
             return self._frame(batch)
-        parts = self.by_version(batch)
-        if self.model is not None:
+        parts = self.by_route(batch)
+        if event_ms is not None and self.model is not None:
             # No watermark reaches a SQL function: records later than this are not expected.
             self.model.advance(int(event_ms.max()) - self.settings.lateness_ms)
         if len(parts) == 1:

@@ -167,10 +167,16 @@ def test_the_typed_job_loses_nothing_through_swaps_refusals_and_a_task_failure(
 
             # A task failure while the store offers a refused version: the restarted task
             # serves the last good version again (reloader.follower.first_load), not a failure.
+            # The source reads files in the order it finds them: with a backlog (a loaded
+            # machine) the poison would wait behind it. Let the job catch up first.
+            feeder.paused.set()
+            fed = feeder.next_id
+            wait_until(lambda: ids_out(out_dir, fed) >= fed, timeout=180, what="caught up")
             restarts, loaded = job.restarts(), model.metric("loaded_at_ms")
             poison = json.dumps(feeder.record(POISON_ID))
             (in_dir / "poison.jsonl").write_text(poison + "\n")
             wait_until(lambda: job.restarts() > restarts, timeout=60, what="the task restarted")
+            feeder.paused.clear()
             wait_until(lambda: job.state() == "RUNNING", timeout=60, what="running again")
             job.wait_metric("loaded_at_ms", lambda vs: vs[0] > loaded, "the model loaded anew")
             model.wait_serving(good, "the last good version serving after the restart")
@@ -182,7 +188,7 @@ def test_the_typed_job_loses_nothing_through_swaps_refusals_and_a_task_failure(
             total = feeder.next_id
             wait_until(
                 lambda: ids_out(out_dir, POISON_ID + 1) >= total + 1,
-                timeout=60,
+                timeout=180,
                 what=f"all {total + 1} records committed",
             )
             job.result.get_job_client().cancel().result()

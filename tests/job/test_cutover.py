@@ -90,7 +90,9 @@ def run(tmp: Path, versions: Versions, wine: Any, *, poison: bool) -> dict[int, 
     ids = out_of_order(list(range(RECORDS)), seed=7)
     write(in_dir, ids[:FIRST], wine, 0)
     with running_job(opts, tmp, predictor=predictor) as job:
-        job.wait_metric("version_number", lambda vs: vs == [1, 1], "both subtasks serving 1")
+        job.wait_metric(
+            "version_number", lambda vs: vs == [1, 1], "both subtasks serving 1", timeout=180
+        )
         reloader.publish.publish(str(store), v2.data, v2.manifest, effective_at=T)
         # Records well before T keep the batches going (a few every 0.1 s), so each subtask
         # adopts the new timeline and reports it.
@@ -115,6 +117,8 @@ def run(tmp: Path, versions: Versions, wine: Any, *, poison: bool) -> dict[int, 
             what=f"all {RECORDS} records committed",
         )
         job.result.get_job_client().cancel().result()
+        # Its slots are free once it is cancelled (the next run needs them).
+        wait_until(lambda: job.state() == "CANCELED", timeout=120, what="the job cancelled")
     if poison:
         assert (tmp / "poisoned").exists(), "the task failed once"
     records = [r for recs in read_outputs(out_dir).values() for r in recs]

@@ -132,6 +132,7 @@ class Feeder(threading.Thread):
         self.period = period
         self.next_id = 0
         self.stopped = threading.Event()
+        self.paused = threading.Event()  # set: no chunks until cleared
         self.files = 0
 
     def record(self, i: int) -> dict[str, Any]:
@@ -148,7 +149,8 @@ class Feeder(threading.Thread):
 
     def run(self) -> None:
         while not self.stopped.wait(self.period):
-            self.write_chunk()
+            if not self.paused.is_set():
+                self.write_chunk()
 
 
 def read_outputs(out_dir: Path) -> dict[int, list[dict[str, Any]]]:
