@@ -162,7 +162,7 @@ class Canary:
 def metric_values(canary: Canary) -> Mapping[str, int]:
     s = canary.stats
     return {
-        "rows": s.rows,
+        "scored_rows": s.rows,
         "error_rows": s.error_rows,
         "failed_batches": s.failed_batches,
         "rollbacks": canary.total_rollbacks,

@@ -73,6 +73,7 @@ _FLAGS: list[tuple[str, str, type, str]] = [
         "rolled back by each subtask when it errs more than the serving version",
     ),
     ("--canary-fraction", "canary_fraction", float, "with --canary: the share of ids, 0-1"),
+    ("--call-timeout", "call_timeout", float, "seconds a model call may take (then cut off)"),
     ("--api", "api", str, f"prediction path: {', '.join(APIS)} (record: one V8 call per row)"),
     ("--parallelism", "parallelism", int, "subtasks of the predict operator"),
     ("--checkpoint-dir", "checkpoint_dir", str, "where checkpoints go (turns them on)"),

@@ -82,6 +82,7 @@ class JobOptions:
     shadow: str = ""  # a channel whose version scores beside the serving one (job.shadow)
     canary: str = ""  # a channel whose version serves a fraction of the keys (job.canary)
     canary_fraction: float = 0.1
+    call_timeout: float = 5.0  # seconds a model call may take before it is cut off
     name: str = "tf-on-flink predict"
     extra_config: dict[str, str] = field(default_factory=dict)
 
@@ -150,6 +151,7 @@ class JobOptions:
             shadow=self.shadow,
             canary=self.canary,
             canary_fraction=self.canary_fraction,
+            call_timeout=self.call_timeout,
         )
 
 

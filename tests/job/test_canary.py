@@ -129,3 +129,66 @@ def test_a_candidate_that_fails_batches_is_rolled_back_and_loses_nothing(
     lines = [json.loads(x) for x in fn.predict_batch(Batch(columns=columns))]
     assert {r["model_version"] for r in lines} == {"1"}
     assert canary.stats.failed_batches == 3
+
+
+@pytest.mark.slow
+def test_a_failing_canary_in_a_running_job_is_rolled_back_with_nothing_lost(
+    tmp_path: Path, versions: Versions, wine: Any
+) -> None:
+    """The job with `--canary canary`: a candidate that hangs on the records (a timeout) is
+    published to the channel while records flow; every subtask rolls it back, and every id comes
+    out exactly once, none of them an error."""
+    from collections import Counter
+
+    from job.pipeline import JobOptions
+    from tests.support.flink import Feeder, ids_out, read_outputs, running_job
+
+    class Poisoned(Feeder):  # the candidate loops on these (the serving version does not)
+        def record(self, i: int) -> dict[str, Any]:
+            return {**super().record(i), "alcohol": 999.0}
+
+    store, in_dir, out_dir = tmp_path / "store", tmp_path / "in", tmp_path / "out"
+    in_dir.mkdir()
+    v1 = versions.make("1", "v1")
+    bad = versions.make("2", "v2", data=versions.bundles["v2"] + POISON_LOOP.encode())
+    reloader.publish.publish(str(store), v1.data, v1.manifest)
+    opts = JobOptions(
+        model=str(store),
+        source=f"dir:{in_dir}",
+        sink=f"dir:{out_dir}",
+        parallelism=2,
+        execution_mode="process",
+        canary="canary",
+        canary_fraction=0.5,
+        checkpoint_interval_ms=300,
+        roll_interval="1 s",
+        poll_interval=0.2,
+        cache_dir=str(tmp_path / "cache"),
+        max_delay_ms=20,
+        call_timeout=0.5,
+    )
+    feeder = Poisoned(in_dir, wine)
+    feeder.write_chunk()
+    try:
+        with running_job(opts, tmp_path) as job:
+            job.wait_metric("version_number", lambda vs: vs == [1, 1], "serving 1", timeout=120)
+            feeder.start()
+            reloader.publish.publish(str(store), bad.data, bad.manifest, channel="canary")
+            job.wait_metric(
+                "canary.rollbacks",
+                lambda vs: len(vs) == 2 and min(vs) >= 1,
+                "both subtasks rolled the canary back",
+                timeout=120,
+            )
+            feeder.stopped.set()
+            feeder.join()
+            total = feeder.next_id
+            wait_until(lambda: ids_out(out_dir, total) >= total, timeout=180, what="all out")
+            job.result.get_job_client().cancel().result()
+    finally:
+        feeder.stopped.set()
+    records = [r for recs in read_outputs(out_dir).values() for r in recs]
+    counts = Counter(r["id"] for r in records)
+    assert set(counts) == set(range(total)) and max(counts.values()) == 1, "each id once"
+    assert all(r.get("error") is None for r in records)
+    assert {r["model_version"] for r in records} <= {"1", "2"}
