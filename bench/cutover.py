@@ -33,9 +33,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from swap import rss_growth_of
+from swap import rss_growth_of, wine_bundles
 
-from model.bundle import EXAMPLES, build_bundle, bundle_path
 from model.data import load_wine_csv
 from reloader import runtime as runtime_module
 from reloader.agent import HotModel
@@ -189,10 +188,7 @@ def main() -> None:
     results: dict[str, Any] = {"batch": args.batch}
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
-        bundles = {}
-        for v in ("v1", "v2"):
-            build_bundle(EXAMPLES / v, tmp / v)
-            bundles[v] = bundle_path(tmp / v).read_bytes()
+        bundles = wine_bundles(tmp)
         # Two versions of the same network (the same cost per row), one from T0 on.
         store = str(tmp / "split")
         a, b = bundles["v2"] + b"/* a */", bundles["v2"] + b"/* b */"

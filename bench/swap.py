@@ -166,6 +166,15 @@ def rss_growth(bundles: dict[str, bytes], x: np.ndarray, swaps: int, tmp: Path) 
     }
 
 
+def wine_bundles(tmp: Path) -> dict[str, bytes]:
+    """The WINE v1 and v2 example bundles, built into `tmp`."""
+    bundles = {}
+    for v in ("v1", "v2"):
+        build_bundle(EXAMPLES / v, tmp / v)
+        bundles[v] = bundle_path(tmp / v).read_bytes()
+    return bundles
+
+
 def rss_growth_of(samples: list[tuple[int, float]], n: int) -> tuple[float, float, int]:
     """(MB per 1,000 steps, MB measured, the step measured from) of (step, RSS MB) samples over
     `n` steps: from step 50 (allocator and JIT settled; half-way in a short run) to the last."""
@@ -208,10 +217,7 @@ def main() -> None:
     results: dict[str, Any] = {"poll_interval_s": args.poll, "batch": args.batch}
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
-        bundles = {}
-        for v in ("v1", "v2"):
-            build_bundle(EXAMPLES / v, tmp / v)
-            bundles[v] = bundle_path(tmp / v).read_bytes()
+        bundles = wine_bundles(tmp)
         results.update(stall(bundles, x, args.swaps, tmp))
         if args.rss_swaps:
             results.update(rss_growth(bundles, x, args.rss_swaps, tmp))

@@ -22,7 +22,7 @@ import logging
 import math
 import time
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -41,6 +41,7 @@ from job.mixin import ModelSettings, ReloaderMixin
 from job.scoring import EVENT_TIME, INVALID, Batch, Scored, Scorer, parse_record
 from job.shadow import Shadow, ShadowStats, channel_url
 from job.shadow import metric_values as shadow_metric_values
+from reloader.agent import HotModel
 from reloader.errors import BundleError, RuntimeClosed
 from reloader.values import Versioned
 
@@ -70,17 +71,13 @@ class _Predicting(ReloaderMixin):
         self.scorer.subtask = self.subtask
         settings = self.active_settings
         if settings.shadow:
-            client = {"job": settings.job_name, "subtask": f"{self.subtask} shadow"}
-            candidate = replace(settings, url=channel_url(settings.url, settings.shadow))
             self.shadow = Shadow(
-                lambda: candidate.hot_model(client=client), retry_seconds=settings.poll_interval
+                self._channel_model(settings.shadow), retry_seconds=settings.poll_interval
             )
             self.shadow.start()
         if settings.canary:
-            client = {"job": settings.job_name, "subtask": f"{self.subtask} canary"}
-            candidate = replace(settings, url=channel_url(settings.url, settings.canary))
             self.canary = Canary(
-                lambda: candidate.hot_model(client=client),
+                self._channel_model(settings.canary),
                 retry_seconds=settings.poll_interval,
                 fraction=settings.canary_fraction,
                 key=settings.canary_key,
@@ -101,6 +98,13 @@ class _Predicting(ReloaderMixin):
         # collector's sight, a full collection costs ~0.2 ms instead of 70-640 ms (measured in the
         # Python worker and in a thread-mode TaskManager), a stall of every record in flight.
         gc.freeze()
+
+    def _channel_model(self, channel: str) -> Callable[[], HotModel]:
+        """Makes the `HotModel` of a channel of this function's store (shadow, canary)."""
+        settings = self.active_settings
+        client = {"job": settings.job_name, "subtask": f"{self.subtask} {channel}"}
+        candidate = replace(settings, url=channel_url(settings.url, channel))
+        return lambda: candidate.hot_model(client=client)
 
     def predict_batch(self, batch: Batch) -> list[str]:
         """JSON lines for `batch`; a model that fails on it yields error records, never a crash
