@@ -121,6 +121,13 @@ def test_peers_run_in_a_flink_job(
 
     from job.pipeline import JobOptions, environments, wine_source
 
+    from pyflink.java_gateway import get_gateway
+
+    # PyFlink reads this variable when a job starts. Its JVM must not inherit it: the JVM hands its
+    # environment to every Python worker, and a loopback worker (this process, later tests' jobs)
+    # copies it into `os.environ`, which would put every later job in this process into process
+    # mode (where tests/job's modules do not import). So the JVM starts first.
+    get_gateway()
     monkeypatch.setenv("_python_worker_execution_mode", "process")
     store, records = str(built_stores["v2"]), 2_000
     opts = JobOptions(

@@ -104,6 +104,10 @@ def running_job(
     from job.pipeline import build, environments, sink
 
     os.environ.setdefault("FLINK_LOG_DIR", str(tmp / "flink-logs"))
+    # Loopback workers copy the JVM's environment into this process's; a JVM started with this
+    # variable set would turn every later job here into process mode (tests/job's modules, such
+    # as `poison`, do not import there). This harness runs its jobs in loopback mode.
+    os.environ.pop("_python_worker_execution_mode", None)
     rest, rest_conf = local_rest()
     opts = replace(opts, extra_config={**rest_conf, **opts.extra_config})
     env, t_env = environments(opts)
