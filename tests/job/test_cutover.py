@@ -7,7 +7,8 @@ watermark's lag). Version 1 serves; version 2 is published mid-run with an effec
 order they arrive in. The same run is made twice: once as is, once with a task that fails at one
 record after the cutover (Flink restarts it from its last checkpoint and replays the records
 after it, each of them scored again). Both runs must commit every id exactly once, with the same
-version and the same prediction for every id.
+version and the same prediction for every id. Then the same cutover on a standalone cluster of
+two TaskManager processes, the model on S3: the subtasks share no process and still agree.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,16 @@ import pytest
 
 import reloader.publish
 from job.pipeline import JobOptions
-from tests.support.flink import check_predictions, ids_out, read_outputs, running_job
+from tests.support.flink import (
+    REPO,
+    StandaloneFlink,
+    check_predictions,
+    ids_out,
+    model_metrics,
+    read_outputs,
+    rest_get,
+    running_job,
+)
 from tests.support.stores import Versions
 from tests.support.waiting import wait_until
 
@@ -55,6 +66,60 @@ def out_of_order(ids: list[int], seed: int) -> list[int]:
     """`ids` shuffled, each at most DISORDER_MS of event time from its place in order."""
     rng = random.Random(seed)
     return sorted(ids, key=lambda i: event_time(i) + rng.uniform(0, DISORDER_MS))
+
+
+def feed_across_cutover(
+    in_dir: Path,
+    wine: Any,
+    ids: list[int],
+    serving: Callable[[], list[float]],
+    publish_v2: Callable[[], object],
+    out_dir: Path,
+    *,
+    timeout: float,
+) -> None:
+    """Feeds a running job the ids after the first part: waits until every subtask serves 1,
+    publishes version 2 effective at T, keeps records well before T coming until every subtask
+    knows version 2, then writes the rest and waits until every id is committed.
+
+    `serving()` is every subtask's `version_number` (a list, in any order)."""
+    wait_until(lambda: sorted(serving()) == [1, 1], timeout=timeout, what="both subtasks serving 1")
+    publish_v2()
+    # Records well before T keep the batches going (a few every 0.1 s), so each subtask adopts the
+    # new timeline and reports it.
+    rest, part, last = ids[FIRST:], 1, 0.0
+
+    def adopted() -> bool:
+        nonlocal rest, part, last
+        if sorted(serving()) == [2, 2]:
+            return True
+        if time.monotonic() - last > 0.1 and event_time(rest[0]) < T - 3000:
+            write(in_dir, rest[:5], wine, part)
+            rest, part, last = rest[5:], part + 1, time.monotonic()
+        return False
+
+    wait_until(adopted, timeout=60, what="both subtasks know version 2")
+    for k in range(0, len(rest), 200):
+        write(in_dir, rest[k : k + 200], wine, part)
+        part += 1
+    wait_until(
+        lambda: ids_out(out_dir, RECORDS) >= RECORDS,
+        timeout=180,
+        what=f"all {RECORDS} records committed",
+    )
+
+
+def committed(out_dir: Path, wine: Any) -> dict[int, dict[str, Any]]:
+    """Every id's committed record; each id exactly once, with its version's own prediction."""
+    records = [r for recs in read_outputs(out_dir).values() for r in recs]
+    counts = Counter(r["id"] for r in records)
+    assert set(counts) == set(range(RECORDS)) and max(counts.values()) == 1, "each id once"
+    check_predictions(records, {"1": "v1", "2": "v2"}, wine)
+    return {r["id"]: r for r in records}
+
+
+def on_the_wrong_side(records: dict[int, dict[str, Any]]) -> list[int]:
+    return [i for i, r in records.items() if r["model_version"] != ("2" if r["ts"] >= T else "1")]
 
 
 def run(tmp: Path, versions: Versions, wine: Any, *, poison: bool) -> dict[int, dict[str, Any]]:
@@ -90,31 +155,14 @@ def run(tmp: Path, versions: Versions, wine: Any, *, poison: bool) -> dict[int, 
     ids = out_of_order(list(range(RECORDS)), seed=7)
     write(in_dir, ids[:FIRST], wine, 0)
     with running_job(opts, tmp, predictor=predictor) as job:
-        job.wait_metric(
-            "version_number", lambda vs: vs == [1, 1], "both subtasks serving 1", timeout=180
-        )
-        reloader.publish.publish(str(store), v2.data, v2.manifest, effective_at=T)
-        # Records well before T keep the batches going (a few every 0.1 s), so each subtask
-        # adopts the new timeline and reports it.
-        rest, part, last = ids[FIRST:], 1, 0.0
-
-        def adopted() -> bool:
-            nonlocal rest, part, last
-            if sorted(job.metric("version_number").values()) == [2, 2]:
-                return True
-            if time.monotonic() - last > 0.1 and event_time(rest[0]) < T - 3000:
-                write(in_dir, rest[:5], wine, part)
-                rest, part, last = rest[5:], part + 1, time.monotonic()
-            return False
-
-        wait_until(adopted, timeout=60, what="both subtasks know version 2")
-        for k in range(0, len(rest), 200):
-            write(in_dir, rest[k : k + 200], wine, part)
-            part += 1
-        wait_until(
-            lambda: ids_out(out_dir, RECORDS) >= RECORDS,
+        feed_across_cutover(
+            in_dir,
+            wine,
+            ids,
+            lambda: list(job.metric("version_number").values()),
+            lambda: reloader.publish.publish(str(store), v2.data, v2.manifest, effective_at=T),
+            out_dir,
             timeout=180,
-            what=f"all {RECORDS} records committed",
         )
         job.result.get_job_client().cancel().result()
         # Its slots are free once it is cancelled (the next run needs them), or once its
@@ -129,20 +177,78 @@ def run(tmp: Path, versions: Versions, wine: Any, *, poison: bool) -> dict[int, 
         wait_until(cancelled, timeout=120, what="the job cancelled")
     if poison:
         assert (tmp / "poisoned").exists(), "the task failed once"
-    records = [r for recs in read_outputs(out_dir).values() for r in recs]
-    counts = Counter(r["id"] for r in records)
-    assert set(counts) == set(range(RECORDS)) and max(counts.values()) == 1, "each id once"
-    check_predictions(records, {"1": "v1", "2": "v2"}, wine)
-    return {r["id"]: r for r in records}
+    return committed(out_dir, wine)
 
 
 def test_a_cutover_is_exact_across_subtasks_and_stable_through_a_task_failure(
     tmp_path: Path, versions: Versions, wine: Any
 ) -> None:
     clean = run(tmp_path / "clean", versions, wine, poison=False)
-    wrong = [i for i, r in clean.items() if r["model_version"] != ("2" if r["ts"] >= T else "1")]
+    wrong = on_the_wrong_side(clean)
     assert not wrong, f"{len(wrong)} records on the wrong side of the cutover: {wrong[:10]}"
     assert {r["model_version"] for r in clean.values()} == {"1", "2"}
 
     failed = run(tmp_path / "failed", versions, wine, poison=True)
     assert failed == clean, "a replay scores every record as the run without the failure"
+
+
+def test_a_cutover_is_exact_across_taskmanagers_of_a_standalone_cluster(
+    tmp_path: Path, versions: Versions, wine: Any, s3_session: Any
+) -> None:
+    """The same cutover on a standalone cluster of two TaskManager processes with one slot each:
+    the two subtasks run in different JVMs and Python workers, follow the model on S3 each on its
+    own, and still score every record on its side of T."""
+    url = "s3://models/cutover/wine"
+    options = {"endpoint": s3_session.endpoint, "access_key": s3_session.access_key,
+               "secret_key": s3_session.secret_key, "region": s3_session.region}  # fmt: skip
+    in_dir, out_dir = tmp_path / "in", tmp_path / "out"
+    in_dir.mkdir()
+    v1, v2 = versions.make("1", "v1"), versions.make("2", "v2")
+    reloader.publish.publish(url, v1.data, v1.manifest, source_options=options)
+    ids = out_of_order(list(range(RECORDS)), seed=11)
+    write(in_dir, ids[:FIRST], wine, 0)
+    with StandaloneFlink(
+        tmp_path / "flink", slots=1, taskmanagers=2, env=s3_session.env()
+    ) as cluster:
+        job_id = cluster.submit_python(
+            REPO / "job" / "__main__.py",
+            ["--model", url, "--api", "process", "--execution-mode", "process",
+             "--parallelism", "2", "--source", f"dir:{in_dir}", "--sink", f"dir:{out_dir}",
+             "--event-time", "ts", "--out-of-orderness-ms", "1000",
+             "--checkpoint-interval-ms", "300", "--checkpoint-dir", str(tmp_path / "checkpoints"),
+             "--roll-interval", "1 s", "--poll-interval", "0.2", "--batch-size", "32",
+             "--max-delay-ms", "20", "--cache-dir", str(tmp_path / "cache")],
+        )  # fmt: skip
+
+        def serving() -> list[float]:
+            try:
+                return list(model_metrics(cluster.rest, job_id, "version_number").values())
+            except OSError:
+                return []
+
+        try:
+            feed_across_cutover(
+                in_dir,
+                wine,
+                ids,
+                serving,
+                lambda: reloader.publish.publish(
+                    url, v2.data, v2.manifest, effective_at=T, source_options=options
+                ),
+                out_dir,
+                timeout=120,
+            )
+            overview = rest_get(cluster.rest, "/overview")
+            assert overview["taskmanagers"] == 2 and overview["slots-available"] == 0, (
+                "the two subtasks run on the two TaskManagers"
+            )
+            assert cluster.job_state(job_id) == "RUNNING"
+        except BaseException:
+            print(cluster.log_tail())
+            raise
+        finally:
+            cluster.cancel(job_id)
+    records = committed(out_dir, wine)
+    wrong = on_the_wrong_side(records)
+    assert not wrong, f"{len(wrong)} records on the wrong side of the cutover: {wrong[:10]}"
+    assert {r["model_version"] for r in records.values()} == {"1", "2"}
