@@ -15,11 +15,15 @@
 3. Shadow: scoring a batch as the job does, alone and with a shadow candidate of the same network
    (`job.shadow`: one more model call and the comparison). Reported: the shadow's cost in units
    of the scoring (1.0: one more call and nothing else).
+4. Canary: the job's vectorized predict function (routing, scoring, output lines), with and
+   without a canary taking 5% of the ids to a candidate of the same network. Reported: the
+   canary's cost as a fraction of records/s.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 import tempfile
@@ -130,6 +134,61 @@ def shadow_cost(
     }
 
 
+WINE_FEATURES = [
+    "alcohol", "malic_acid", "ash", "alcalinity_of_ash", "magnesium", "total_phenols",
+    "flavanoids", "nonflavanoid_phenols", "proanthocyanins", "color_intensity", "hue",
+    "od280_od315_of_diluted_wines", "proline",
+]  # fmt: skip
+
+
+def canary_cost(
+    store: str, x: np.ndarray, tmp: Path, seconds: float, fraction: float = 0.05
+) -> dict[str, float]:
+    """The job's vectorized predict function outside Flink (`predict_batch`: routing, scoring,
+    the output lines), with and without a canary taking `fraction` of the ids, side by side. The
+    canary's candidate is the same network (the same cost per row): what is measured is the
+    routing and the second, smaller call per batch."""
+    from job.functions import PredictVectorized
+    from job.mixin import ModelSettings
+    from job.scoring import Batch
+
+    ids = np.arange(len(x), dtype=np.int64)
+    columns = {"id": ids, **{f: x[:, k].astype(np.float64) for k, f in enumerate(WINE_FEATURES)}}
+    fns = {}
+    for name, canary in (("plain", ""), ("canary", "canary")):
+        settings = ModelSettings(
+            url=store,
+            cache_dir=str(tmp / f"cache-{name}"),
+            poll_interval=60,
+            canary=canary,
+            canary_fraction=fraction,
+        )
+        fn = PredictVectorized(["id", *WINE_FEATURES], settings)
+        fn._setup(object())  # no metrics, subtask 0
+        fns[name] = fn
+    gc.unfreeze()  # what a worker freezes is this process here
+    try:
+        canary = fns["canary"].canary
+        assert canary is not None
+        while canary.channel.model is None:
+            time.sleep(0.01)  # the candidate starts in the background
+        best = dict.fromkeys(fns, 0.0)
+        for _ in range(ROUNDS):
+            for name, fn in fns.items():
+                call = lambda fn=fn: fn.predict_batch(Batch(columns=dict(columns)))  # noqa: E731
+                best[name] = max(best[name], _rate(call, len(x), seconds / ROUNDS))
+        assert canary.stats.rows > 0 and not canary.stats.rolled_back
+    finally:
+        for fn in fns.values():
+            fn.close_model()
+    return {
+        "canary_fraction": fraction,
+        "canary_plain_records_per_s": best["plain"],
+        "canary_records_per_s": best["canary"],
+        "canary_cost_vs_plain": best["plain"] / best["canary"] - 1.0,
+    }
+
+
 def many(bundles: dict[str, bytes], x: np.ndarray, cutovers: int, tmp: Path) -> dict[str, Any]:
     import psutil
 
@@ -201,6 +260,8 @@ def main() -> None:
         publish(candidate, b, Manifest.for_bundle(b, model="wine", version="b"))
         with HotModel(serving, poll_interval=60, cache_dir=tmp / "cache-serving") as hm:
             results.update(shadow_cost(hm, candidate, x, tmp, args.seconds))
+        publish(serving, b, Manifest.for_bundle(b, model="wine", version="b"), channel="canary")
+        results.update(canary_cost(serving, x, tmp, args.seconds))
         results.update(many(bundles, x, args.cutovers, tmp))
     print(
         f"batch {args.batch}: plain {results['plain_records_per_s']:,.0f} rec/s, one version "
@@ -209,7 +270,8 @@ def main() -> None:
         f"{results['cutover_rss_growth_measured_mb']:+.1f} MB, at most "
         f"{results['cutover_models_loaded_max']} models loaded at once, stall max "
         f"{results['cutover_stall_max_ms']:.3f} ms; a shadow costs "
-        f"{results['shadow_cost_vs_scoring']:.2f}x the scoring"
+        f"{results['shadow_cost_vs_scoring']:.2f}x the scoring; a {results['canary_fraction']:.0%} "
+        f"canary costs {results['canary_cost_vs_plain']:+.1%} of records/s"
     )
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

@@ -126,6 +126,11 @@ KEYS: dict[str, tuple[str, str]] = {
         "a shadow candidate's cost per batch in units of the scoring itself (1.0: one more "
         "model call, nothing else; bench/cutover.py)",
     ),
+    "canary_cost_vs_plain": (
+        "<= 0.05",
+        "records/s lost to a canary taking 5% of the ids, as a fraction (the job's vectorized "
+        "predict function, 1,000-row batches: one more model call a batch; bench/cutover.py)",
+    ),
     "records_lost": ("0", "soak: input ids missing from the output"),
     "records_duplicated": ("0", "soak: input ids more than once in the output"),
 }

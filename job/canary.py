@@ -11,9 +11,10 @@ Rollback: the candidate's error rows are counted against the serving version's o
 batches. Once it has scored `min_rows` rows and its error rate exceeds the serving one's by more
 than `max_error_rate`, or it has failed `max_failed_batches` batches outright (a timeout, a
 crash), this subtask stops sending it rows: the rollback is logged (once), counted
-(`rollbacks`), and holds for that bundle until the channel points at another one. A batch the
-candidate fails is scored again by the serving version, so its rows are never lost or errored
-because of the candidate.
+(`rollbacks`), reported to the store with the candidate's polls (its fleet view shows the
+subtask's `state`: "rolled back <sha256> after <n> rows: <why>"), and holds for that bundle
+until the channel points at another one. A batch the candidate fails is scored again by the
+serving version, so its rows are never lost or errored because of the candidate.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from job.scoring import Column
 from job.shadow import ChannelModel
 from reloader.agent import HotModel
 from reloader.errors import ReloaderError
+from reloader.sources import STATE_ROLLED_BACK
 from reloader.values import LoadedModel
 
 log = logging.getLogger("job")
@@ -78,7 +80,7 @@ class Canary:
     ) -> None:
         if not 0 < fraction <= 1:
             raise ValueError("the canary fraction must be in (0, 1]")
-        self.channel = ChannelModel(make_model, retry_seconds)
+        self.channel = ChannelModel(make_model, retry_seconds, role="canary")
         self.cut = round(fraction * BUCKETS)
         self.key = key
         self.max_error_rate = max_error_rate
@@ -116,6 +118,8 @@ class Canary:
         """Which of the `n` rows go to the candidate (rows without the key never do)."""
         if column is None:
             return np.zeros(n, dtype=bool)
+        if isinstance(column, np.ndarray) and column.dtype.kind in "iu":
+            return buckets(column) < self.cut  # integers: every row has its key
         values = list(column) if not isinstance(column, np.ndarray) else column
         present = np.array([v is not None for v in values], dtype=bool)
         out = np.zeros(n, dtype=bool)
@@ -157,6 +161,12 @@ class Canary:
             self._rolled_back.add(s.sha256)
             log.warning("canary: %s (%s) rolled back after %d rows: %s", s.version,
                         s.sha256[:12], s.rows, why)  # fmt: skip
+            hm = self.channel.model
+            if hm is not None:  # the store's fleet view shows it from the next poll on
+                hm.set_report(
+                    state=f"{STATE_ROLLED_BACK} {s.sha256[:12]} after {s.rows} rows: {why}",
+                    sha256=s.sha256,
+                )
 
 
 def metric_values(canary: Canary) -> Mapping[str, int]:

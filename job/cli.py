@@ -149,14 +149,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="demo only: how long the WINE stream lasts (default: $PREDICT_JOB_DEMO_SECONDS, "
         "else 40)",
     )
-    parser.add_argument(
-        "--skip-check",
-        action="store_true",
-        default=_env(parser, ENV_PREFIX + "SKIP_CHECK", bool, False),
-        help="submit without the pre-flight checks (the model loads here, a dir: source is "
-        "readable), e.g. when only the cluster can reach the store (default: "
-        "$PREDICT_JOB_SKIP_CHECK, else false)",
-    )
+    switches = {
+        "--shadow-output": "with --shadow: each output record also carries the candidate's "
+        'prediction as "shadow" (its fields and model_version, or its error)',
+        "--skip-check": "submit without the pre-flight checks (the model loads here, a dir: "
+        "source is readable), e.g. when only the cluster can reach the store",
+    }
+    for flag, text in switches.items():
+        env = ENV_PREFIX + flag[2:].replace("-", "_").upper()
+        parser.add_argument(
+            flag,
+            action="store_true",
+            default=_env(parser, env, bool, False),
+            help=f"{text} (default: ${env}, else false)",
+        )
     commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
     pack = commands.add_parser(
         "pack",

@@ -102,7 +102,7 @@ class _Predicting(ReloaderMixin):
     def _channel_model(self, channel: str) -> Callable[[], HotModel]:
         """Makes the `HotModel` of a channel of this function's store (shadow, canary)."""
         settings = self.active_settings
-        client = {"job": settings.job_name, "subtask": f"{self.subtask} {channel}"}
+        client = {"job": self.job, "subtask": f"{self.subtask} {channel}"}
         candidate = replace(settings, url=channel_url(settings.url, channel))
         return lambda: candidate.hot_model(client=client)
 
@@ -189,7 +189,9 @@ class _Predicting(ReloaderMixin):
                 return None, f"model failed on this batch: {e}"
             self.count_predictions(int(result.value.ok.sum()))
             if self.shadow is not None:
-                self.shadow.compare(batch, result, self.scorer)
+                shadowed = self.shadow.compare(batch, result, self.scorer)
+                if self.active_settings.shadow_output:
+                    batch.shadow = shadowed
                 self._sync_group("shadow", shadow_metric_values(self.shadow.stats))
             if self.canary is not None:
                 if batch.role == "serving":

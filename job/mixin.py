@@ -74,6 +74,8 @@ class ModelSettings:
     # A channel of the store whose version scores the same batches beside the serving one, for
     # comparison only (job.shadow); "" for none.
     shadow: str = ""
+    # Each output record also carries the shadow's prediction (`"shadow"`; JSON outputs).
+    shadow_output: bool = False
     # A channel whose version serves `canary_fraction` of the keys (the field `canary_key`),
     # rolled back when its error rate passes the serving one's by `canary_max_error_rate`.
     canary: str = ""
@@ -217,6 +219,7 @@ class ReloaderMixin:
 
     settings: ModelSettings
     model: HotModel | None = None
+    job: str = ""  # the job's name for the store's fleet view (set by open_model)
 
     def __init__(self, settings: ModelSettings | None = None, **kw: Any) -> None:
         self.settings = settings or ModelSettings(**kw)
@@ -239,7 +242,8 @@ class ReloaderMixin:
         self.subtask = subtask_index(ctx)
         self.active_settings = settings
         self.log_prefix = f"[{type(self).__name__} subtask {self.subtask}]"
-        client = {"job": settings.job_name or job_name(ctx), "subtask": str(self.subtask)}
+        self.job = settings.job_name or job_name(ctx)  # as the store's fleet view names it
+        client = {"job": self.job, "subtask": str(self.subtask)}
         self.model = settings.hot_model(client=client)
         self.model.start()
         info = self.model.info

@@ -80,6 +80,7 @@ class JobOptions:
     event_time: str = ""
     out_of_orderness_ms: int = 1000
     shadow: str = ""  # a channel whose version scores beside the serving one (job.shadow)
+    shadow_output: bool = False  # outputs also carry the shadow's prediction ("shadow")
     canary: str = ""  # a channel whose version serves a fraction of the keys (job.canary)
     canary_fraction: float = 0.1
     call_timeout: float = 5.0  # seconds a model call may take before it is cut off
@@ -149,6 +150,7 @@ class JobOptions:
             cache_dir=self.cache_dir,
             job_name=self.name,
             shadow=self.shadow,
+            shadow_output=self.shadow_output,
             canary=self.canary,
             canary_fraction=self.canary_fraction,
             call_timeout=self.call_timeout,

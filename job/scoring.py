@@ -190,6 +190,10 @@ class Scorer:
         n = batch.size
         ids = _json_column(batch.column(ID_COLUMN), n)
         skip = _RESERVED | set(s.inputs)
+        shadows = None
+        if batch.shadow is not None:  # the candidate's prediction rides along (job.shadow)
+            shadows = _shadow_members(batch.shadow, n)
+            skip |= {"shadow"}
         tail = f',"model_version":{_js(result.version)},"model_sha256":{_js(result.sha256)}'
         if self.subtask is not None:
             tail += f',"subtask":{self.subtask}'
@@ -218,6 +222,8 @@ class Scorer:
             else:
                 line = f'{{"id":{ids[r]},"error":{_js(s.errors[r])}'
             line += tail
+            if shadows is not None:
+                line += shadows[r]
             if extras is not None:
                 line += "".join(prefix + values[r] for prefix, values in columns)
             else:
@@ -248,6 +254,34 @@ _RESERVED = frozenset(
         EVENT_TIME,
     }
 )
+
+
+def _shadow_members(shadow: Versioned[Scored], n: int) -> list[str]:
+    """Each row's `"shadow"` member: the candidate's prediction (its fields as in a record of
+    its own) or its error, with its `model_version`."""
+    s = shadow.value
+    version = f'"model_version":{_js(shadow.version)}'
+    rows = s.probabilities.tolist()
+    if s.kind is not None:
+        fields = _kind_fields(s)
+    else:
+        labels = [_js(label) for label in s.labels]
+        names = [_js(o) for o in s.outputs]
+        best = s.probabilities.argmax(axis=1).tolist() if len(s.probabilities) else []
+    out: list[str] = []
+    k = 0
+    for r in range(n):
+        if s.ok[r]:
+            if s.kind is not None:
+                body = fields(rows[k], r)
+            else:
+                probs = ",".join(f"{name}:{v:.9g}" for name, v in zip(names, rows[k], strict=True))
+                body = f'"label":{labels[best[k]]},"probabilities":{{{probs}}}'
+            k += 1
+        else:
+            body = f'"error":{_js(s.errors[r])}'
+        out.append(f',"shadow":{{{body},{version}}}')
+    return out
 
 
 def _kind_fields(s: Scored) -> Callable[[list[float], int], str]:
@@ -323,6 +357,8 @@ class Batch:
         self.rows: npt.NDArray[np.intp] | None = None  # a part's rows in the batch it came from
         self.role: str | None = None  # "canary" / "serving": a part of a canary's batch
         self.fallback: Any = None  # a canary part's serving model (if the candidate fails)
+        # The shadow candidate's results for this batch, when outputs carry them (`format`).
+        self.shadow: Versioned[Scored] | None = None
         if records is not None:
             self.size = len(records)
             self.names: tuple[str, ...] = ()

@@ -61,11 +61,15 @@ class ShadowStats:
 
 class ChannelModel:
     """A `HotModel` of a store channel that may not exist yet: started in the background and
-    retried every `retry_seconds` until it serves (`model` is None until then)."""
+    retried every `retry_seconds` until it serves (`model` is None until then). It reports
+    `role` (`shadow`, `canary`) to the store's fleet view (`HotModel.set_report`)."""
 
-    def __init__(self, make_model: Callable[[], HotModel], retry_seconds: float) -> None:
+    def __init__(
+        self, make_model: Callable[[], HotModel], retry_seconds: float, *, role: str
+    ) -> None:
         self._make_model = make_model
         self._retry = retry_seconds
+        self.role = role
         self.model: HotModel | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -78,6 +82,7 @@ class ChannelModel:
     def _start(self) -> None:
         while not self._stop.is_set():
             model = self._make_model()
+            model.set_report(role=self.role)
             try:
                 model.start()
             except ReloaderError as e:
@@ -107,7 +112,7 @@ class Shadow:
     """The candidate of one channel, beside the serving model of a function."""
 
     def __init__(self, make_model: Callable[[], HotModel], retry_seconds: float) -> None:
-        self.channel = ChannelModel(make_model, retry_seconds)
+        self.channel = ChannelModel(make_model, retry_seconds, role="shadow")
         self.stats = ShadowStats()
         self._logged: str | None = None
 
@@ -121,17 +126,20 @@ class Shadow:
     def stop(self) -> None:
         self.channel.stop()
 
-    def compare(self, batch: Batch, serving: Versioned[Scored], scorer: Scorer) -> None:
-        """Scores `batch` on the candidate and counts how it compares with `serving`."""
+    def compare(
+        self, batch: Batch, serving: Versioned[Scored], scorer: Scorer
+    ) -> Versioned[Scored] | None:
+        """Scores `batch` on the candidate and counts how it compares with `serving`; returns
+        the candidate's results (None: no candidate, or it failed on the batch)."""
         model = self.model
         if model is None:
-            return
+            return None
         try:
             candidate = model.current()
         except ReloaderError:
-            return
+            return None
         if candidate.sha256 == serving.sha256:
-            return  # the channel points at the serving bundle: nothing to compare
+            return None  # the channel points at the serving bundle: nothing to compare
         stats = self.stats
         if candidate.sha256 != stats.sha256:
             log.info(
@@ -150,10 +158,11 @@ class Shadow:
             if str(e) != self._logged:
                 log.warning("shadow: candidate %s failed on a batch: %s", candidate.version, e)
                 self._logged = str(e)
-            return
+            return None
         stats.micros += int((time.perf_counter() - t0) * 1e6)
         stats.batches += 1
         compare_into(stats, serving.value, shadow.value)
+        return shadow
 
 
 def compare_into(stats: ShadowStats, serving: Scored, candidate: Scored) -> None:

@@ -72,7 +72,8 @@ class HotModel:
         source: an already opened `Source` (default: `open_source(url, **source_options)`).
         source_options: keyword arguments for the source (e.g. `endpoint`, `timeout`, `token`).
         client: who this reader is, for the store's fleet view (`Source.report`): `job` and
-            `subtask` (or a `client` id); default: this host and process.
+            `subtask` (or a `client` id); default: this host and process. `set_report` adds its
+            role and a state.
     """
 
     def __init__(
@@ -125,6 +126,8 @@ class HotModel:
         self._source = source
         self._source_options = dict(source_options or {})
         self._client = dict(client or {})
+        self._role = "serving"
+        self._state: tuple[str, str] | None = None
         self._slot = ServingSlot()
         self._follower: StoreFollower | None = None
         self._unwatch: Callable[[], None] | None = None
@@ -154,6 +157,7 @@ class HotModel:
             max_backoff=self.max_backoff,
             client=self._client,
         )
+        follower.role, follower.state = self._role, self._state
         try:
             if self._watch_enabled:
                 # Before the first read, so a publish during the first load is not missed.
@@ -330,6 +334,33 @@ class HotModel:
             watermark_ms=self._slot.watermark,
             late_loads=f.late_loads if f else 0,
         )
+
+    def set_report(
+        self, *, role: str | None = None, state: str | None = None, sha256: str | None = None
+    ) -> None:
+        """Adds to what this reader tells its store with every later poll (`Source.report`, the
+        fleet view of `python -m server`); any thread, before or after `start()`.
+
+        Args:
+            role: what this model is to its job: `serving` (the default), `shadow`, `canary`.
+            state: a short text about one bundle, e.g. why the job rolled it back (begin it with
+                `reloader.sources.STATE_ROLLED_BACK` then); `""` removes it. It is reported
+                while that bundle is this model's newest, so a store pointing elsewhere drops it.
+                A new state is sent at once (one conditional read of the manifest).
+            sha256: the bundle `state` is about; default: the newest one this model serves.
+        """
+        if role is not None:
+            self._role = role
+        if state is not None:
+            if sha256 is None:
+                latest = self._slot.latest
+                sha256 = latest.newest.manifest.sha256 if latest is not None else ""
+            self._state = (state, sha256) if state else None
+        follower = self._follower
+        if follower is not None:
+            follower.role, follower.state = self._role, self._state
+            if state is not None:
+                follower.request_check()
 
     def request_check(self) -> None:
         """Asks the poll thread to check the store now (what a file-system event does)."""

@@ -1,9 +1,10 @@
-"""`python -m reloader check|publish|channel|history|keygen`: inspect a store, publish a build,
-point a channel, list a store's publish history, make a signing key.
+"""`python -m reloader check|publish|channel|promote|abort|history|keygen`: inspect a store,
+publish a build, point a channel, promote or abort a channel's candidate, list a store's publish
+history, make a signing key.
 
 A store URL may end in `@<ref>` for `check` and `history` (`store/wine@stable`, `store/wine@7`:
-a channel or a pinned version, see `reloader.sources.split_ref`); `publish` and `channel` write
-to a store root.
+a channel or a pinned version, see `reloader.sources.split_ref`); `publish`, `channel`, `promote`
+and `abort` write to a store root.
 
 Exit codes: 0 success, 1 the store or bundle failed (message on stderr), 2 usage error.
 """
@@ -35,7 +36,15 @@ from reloader.manifest import (
     private_key_pem,
     public_key_pem,
 )
-from reloader.publish import KEEP, point_channel, publish, read_build, relabel
+from reloader.publish import (
+    KEEP,
+    abort_channel,
+    point_channel,
+    promote_channel,
+    publish,
+    read_build,
+    relabel,
+)
 from reloader.runtime import DEFAULT_CALL_TIMEOUT, DEFAULT_HEAP_LIMIT
 from reloader.sources import open_source, scheme_of, split_ref
 
@@ -149,6 +158,27 @@ def build_parser() -> argparse.ArgumentParser:
     channel.add_argument("--json", action="store_true", help="print the manifest as JSON")
     _store_options(channel)
 
+    for name, summary, description in (
+        (
+            "promote",
+            "make a channel's version the store's main manifest",
+            "The main manifest (version.json) becomes exactly the document channel NAME points "
+            "at (a signature stays valid): every job following URL serves it at its next "
+            "check, and a job's shadow or canary of it stops. A history line comes first.",
+        ),
+        (
+            "abort",
+            "point a channel back at the main manifest (ends its shadow or canary)",
+            "Channel NAME points at the current main manifest again (`channel URL NAME --to "
+            "main` of a channel that exists): every job's shadow or canary of it stops at its "
+            "next check.",
+        ),
+    ):
+        p = sub.add_parser(name, help=summary, description=description)
+        p.add_argument("url", help="store root: path, file://, http(s)://, s3://bucket/prefix")
+        p.add_argument("--channel", metavar="NAME", required=True, help="the channel")
+        _store_options(p)
+
     history = sub.add_parser(
         "history",
         help="list the versions published to a store, and the event-time timeline they define",
@@ -187,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _publish(args)
         if args.command == "channel":
             return _channel(args)
+        if args.command in ("promote", "abort"):
+            return _promote_or_abort(args)
         if args.command == "history":
             return _history(args)
         return _keygen(args)
@@ -211,10 +243,10 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
                 channel_key(name)
     except ValueError as e:
         return str(e)
-    if ref is not None and args.command in ("publish", "channel"):
+    if ref is not None and args.command in ("publish", "channel", "promote", "abort"):
         root = split_ref(url)[0]
         return f"{args.command} writes to a store root, not to {url!r}: use {root!r}" + (
-            " with --channel NAME" if args.command == "publish" else ""
+            "" if args.command == "channel" else " with --channel NAME"
         )
     return None
 
@@ -379,6 +411,18 @@ def _channel(args: argparse.Namespace) -> int:
         f"channel {args.name} of {args.url} {verb} {m.model} {m.version} "
         f"({m.sha256[:12]}, created {m.created}{at})"
     )
+    return 0
+
+
+def _promote_or_abort(args: argparse.Namespace) -> int:
+    options = _source_options(args)
+    if args.command == "promote":
+        m = promote_channel(args.url, args.channel, source_options=options)
+        done = f"promoted channel {args.channel} of {args.url}: the main manifest is"
+    else:
+        m = abort_channel(args.url, args.channel, source_options=options)
+        done = f"aborted channel {args.channel} of {args.url}: it points at the main manifest,"
+    print(f"{done} {m.model} {m.version} ({m.sha256[:12]}, created {m.created})")
     return 0
 
 

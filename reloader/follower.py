@@ -38,6 +38,7 @@ from reloader.load import Loader
 from reloader.manifest import Manifest, parse
 from reloader.serving import ServingSlot
 from reloader.sources import Source, Validator
+from reloader.sources.pinned import RefSource
 from reloader.timeline import Segment, Timeline, apply, effective_start, same_version
 from reloader.values import Clock, LoadedModel
 
@@ -65,6 +66,10 @@ class StoreFollower:
     ) -> None:
         self.url = url
         self.client = dict(client or {})
+        # Set by `HotModel.set_report` (any thread, whole assignments), read by `_report`: the
+        # model's role to its job, and a state text with the bundle (sha256) it is about.
+        self.role = "serving"
+        self.state: tuple[str, str] | None = None
         self.source = source
         self.slot = slot
         self.loader = loader
@@ -347,15 +352,22 @@ class StoreFollower:
         latest = self.slot.latest
         newest = latest.newest.manifest if latest is not None else None
         job, subtask = self.client.get("job", ""), self.client.get("subtask", "")
-        return {
+        sha256 = newest.sha256 if newest else ""
+        report = {
             "client": self.client.get("client")
             or (f"{job}/{subtask}" if job and subtask else f"{socket.gethostname()}:{os.getpid()}"),
             "job": job,
             "subtask": subtask,
             "version": newest.version if newest else "",
-            "sha256": newest.sha256 if newest else "",
+            "sha256": sha256,
             "poll_interval": f"{self.poll_interval:g}",
+            "channel": self.source.ref if isinstance(self.source, RefSource) else "",
+            "role": self.role,
         }
+        state = self.state
+        if state is not None and state[1] == sha256:  # about another bundle: not this one's
+            report["state"] = state[0]
+        return report
 
     # -- timelines --------------------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 One JSON object a line, in publish order, the format the HTTP server (`server/store.py`) writes:
 
-    {"published_at": "2026-12-01T07:55:02Z", "how": "publish" | "rollback",
+    {"published_at": "2026-12-01T07:55:02Z", "how": "publish" | "rollback" | "promote" | "abort",
      "manifest": {...the manifest's fields...}, "document": "<the exact manifest bytes as text>"}
 
 A publish to a channel (`channels/<name>.json`, see `reloader.layout`) adds `"channel": "<name>"`
@@ -68,7 +68,7 @@ class HistoryEntry:
     Attributes:
         manifest: the manifest published, parsed from `document`.
         published_at: when the publisher or the server wrote the line (RFC 3339, UTC).
-        how: `publish` or `rollback` (the HTTP server's rollback).
+        how: `publish`, `rollback` (the HTTP server's rollback), `promote` or `abort` (of a channel).
         document: the exact bytes published as `version.json`.
         channel: the channel it was published to (`channels/<channel>.json`); None for the main
             manifest.

@@ -14,6 +14,8 @@ read-modify-write: publish to one of them from one place at a time (or through t
 A publish to a channel (`channel="stable"`) is the same sequence with the channel's pointer,
 `channels/<name>.json`, in place of `version.json`, and a history line that names the channel;
 `point_channel` moves a channel to a version published before (or to the main manifest).
+`promote_channel` makes the main manifest the channel's document, `abort_channel` points the
+channel back at the main manifest: the end of a shadow or canary either way.
 """
 
 from __future__ import annotations
@@ -206,7 +208,70 @@ def point_channel(
         return _point(source, channel, to, pointer)
 
 
-def _point(source: Source, channel: str, to: str, pointer: str) -> Manifest:
+def promote_channel(
+    store: str | Source,
+    channel: str,
+    *,
+    source_options: Mapping[str, Any] | None = None,
+) -> Manifest:
+    """Makes the main manifest exactly the document `channel` points at: its shadow or canary
+    becomes what every reader of the store serves (a signature stays valid; an effective time
+    comes along).
+
+    A history line (`how`: `promote`) is written before `version.json`, as for `publish`; an
+    HTTP store's server writes it itself (as a publish: use its `POST
+    /api/models/{name}/channels/{channel}/promote` to have it say promote). The channel keeps
+    pointing at the same version, now the live one: a job's shadow or canary of it stops.
+
+    Returns the manifest now live. Raises `ValueError` for a bad channel name or a store URL
+    with a ref, `MissingObject` when the store has no such channel, `ManifestError` when its
+    pointer is not a valid manifest, `HistoryTooLarge`, `SourceError` when the store cannot be
+    read or written.
+    """
+    _pointer(store, channel)
+    if isinstance(store, Source):
+        return _promote(store, channel)
+    with open_source(store, **dict(source_options or {})) as source:
+        return _promote(source, channel)
+
+
+def abort_channel(
+    store: str | Source,
+    channel: str,
+    *,
+    source_options: Mapping[str, Any] | None = None,
+) -> Manifest:
+    """Points `channel` back at the main manifest, which ends its shadow or canary in every job:
+    `point_channel(store, channel, "main")` of a channel that exists, with a history line that
+    says `abort`. Returns the manifest the channel now points at; raises as `point_channel`
+    does, `MissingObject` also when the store has no such channel."""
+    pointer = _pointer(store, channel)
+    if isinstance(store, Source):
+        _channel_document(store, channel)
+        return _point(store, channel, "main", pointer, how="abort")
+    with open_source(store, **dict(source_options or {})) as source:
+        _channel_document(source, channel)
+        return _point(source, channel, "main", pointer, how="abort")
+
+
+def _promote(source: Source, channel: str) -> Manifest:
+    document = _channel_document(source, channel)
+    manifest = parse(document)
+    _write_pointer(source, manifest, document, MANIFEST_NAME, None, how="promote")
+    return manifest
+
+
+def _channel_document(source: Source, channel: str) -> bytes:
+    """The exact bytes of `channel`'s pointer, read as a reader of `<store>@channel:<name>`
+    reads it (`MissingObject` when the store has none)."""
+    ref = f"channel:{channel}"
+    fetched = RefSource(source, ref, url=f"{source.url}@{ref}").read_manifest()
+    if fetched is None:  # only possible with a validator
+        raise MissingObject("no channel returned", url=source.describe(channel_key(channel)))
+    return fetched.data
+
+
+def _point(source: Source, channel: str, to: str, pointer: str, how: str = "publish") -> Manifest:
     if to == "main":
         fetched = source.read_manifest()
         if fetched is None:  # only possible with a validator
@@ -221,7 +286,7 @@ def _point(source: Source, channel: str, to: str, pointer: str) -> Manifest:
                 url=source.describe(HISTORY_NAME),
             )
         document, manifest = entry.document, entry.manifest
-    _write_pointer(source, manifest, document, pointer, channel)
+    _write_pointer(source, manifest, document, pointer, channel, how)
     return manifest
 
 

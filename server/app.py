@@ -4,12 +4,15 @@
     PUT      /models/{name}/bundles/{sha}.js    a bundle (body sha256 must equal the name)
     PUT      /models/{name}/version.json        the pointer (refused unless its bundle is there)
     PUT      /models/{name}/channels/{ch}.json  a channel's pointer (the same checks)
-    GET      /api/models, /api/models/{name}    listing: current pointer, bundles, history
+    GET      /api/models, /api/models/{name}    listing: current pointer, bundles, history, fleet
     POST     /api/models/{name}/rollback        re-point the manifest at an earlier bundle
+    POST     /api/models/{name}/channels/{ch}/promote   the manifest becomes the channel's
+    POST     /api/models/{name}/channels/{ch}/abort     the channel points at the manifest again
     GET      /                                  the status page
 
-A reader's `X-Reloader-*` headers on a `version.json` read say who it is and what it serves; the
-listing of a model and the status page show them as its fleet (server/fleet.py).
+A reader's `X-Reloader-*` headers on a read of `version.json` or of a channel's pointer say who
+it is and what it serves; the listing of a model and the status page show them as its fleet, per
+pointer (server/fleet.py).
 
 Writes need `Authorization: Bearer <token>`; without a configured token the store is read-only.
 """
@@ -24,7 +27,7 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import Body, FastAPI, Header, Request
@@ -32,7 +35,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
 
-from reloader.layout import BUNDLE_FILE, CHANNEL_FILE, DEFAULT_MAX_BUNDLE_BYTES, MANIFEST_NAME
+from reloader.layout import (
+    BUNDLE_FILE,
+    CHANNEL_FILE,
+    CHANNELS_DIR,
+    DEFAULT_MAX_BUNDLE_BYTES,
+    MANIFEST_NAME,
+)
 from reloader.sources import REPORT_HEADERS
 from server.fleet import Fleet
 from server.page import render_status_page
@@ -62,6 +71,17 @@ class RollbackRequest(BaseModel):
 
 class Problem(BaseModel):
     detail: str
+
+
+_CHANNEL_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem},  # a bad model or channel name
+    401: {"model": Problem},
+    403: {"model": Problem},
+    404: {"model": Problem},  # no such channel (or manifest)
+    409: {"model": Problem},  # the bundle it names is not in the store
+    422: {"model": Problem},  # it is not a valid manifest of this model
+}
+CHANNELS_PREFIX = CHANNELS_DIR + "/"
 
 
 def create_app(
@@ -112,6 +132,10 @@ def create_app(
         with store.open(name, path) as (f, info):
             if path == MANIFEST_NAME:
                 _record_poll(fleet, name, request)
+            elif path.startswith(CHANNELS_PREFIX) and (
+                m := CHANNEL_FILE.fullmatch(path[len(CHANNELS_PREFIX) :])
+            ):
+                _record_poll(fleet, name, request, channel=m.group(1))
             immutable = BUNDLE_FILE.fullmatch(path.rsplit("/", 1)[-1]) is not None
             headers = {
                 "ETag": info.etag,
@@ -296,6 +320,23 @@ def create_app(
         manifest = store.rollback(name, sha256=target.sha256, version=target.version)
         return {"current": manifest.to_dict()}
 
+    @app.post(
+        "/api/models/{name}/channels/{channel}/{action}",
+        responses=_CHANNEL_ERRORS,
+        summary="promote: make the manifest exactly the document the channel points at; "
+        "abort: point the channel back at the manifest (ends its shadow or canary)",
+    )
+    def promote_or_abort(
+        name: str,
+        channel: str,
+        action: Literal["promote", "abort"],
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> dict[str, Any]:
+        authorize(authorization)
+        if action == "promote":
+            return {"current": store.promote(name, channel).to_dict()}
+        return {"channel": channel, "current": store.abort(name, channel).to_dict()}
+
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> Response:
         return Response("ok\n", media_type="text/plain")
@@ -307,7 +348,7 @@ def create_app(
 
     def describe(name: str) -> dict[str, Any]:
         detail = store.describe(name)
-        detail.update(fleet.describe(name, detail["current"]))
+        detail.update(fleet.describe(name, detail["current"], store.channels(name)))
         return detail
 
     app.state.store = store
@@ -315,13 +356,13 @@ def create_app(
     return app
 
 
-def _record_poll(fleet: Fleet, name: str, request: Request) -> None:
-    """Notes the poll if the reader says who it is (`X-Reloader-Client`); its values are
-    untrusted, `Fleet.record` cleans them."""
+def _record_poll(fleet: Fleet, name: str, request: Request, *, channel: str | None = None) -> None:
+    """Notes the poll (of `channel`'s pointer, or of the manifest) if the reader says who it is
+    (`X-Reloader-Client`); its values are untrusted, `Fleet.record` cleans them."""
     if REPORT_HEADERS["client"] not in request.headers:
         return
     info = {k: request.headers[h] for k, h in REPORT_HEADERS.items() if h in request.headers}
-    fleet.record(name, info, request.client.host if request.client else None)
+    fleet.record(name, info, request.client.host if request.client else None, channel=channel)
 
 
 async def _manifest_body(request: Request, max_body: int) -> bytes:

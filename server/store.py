@@ -1,4 +1,5 @@
-"""The model store on disk, without HTTP: safe paths, content ETags, atomic writes, rollback.
+"""The model store on disk, without HTTP: safe paths, content ETags, atomic writes, rollback,
+a channel's promotion and abort.
 
 Layout under the root (the store format of `reloader.layout`, one directory per model):
 
@@ -30,6 +31,8 @@ from reloader.errors import ManifestError
 from reloader.layout import (
     BUNDLE_FILE,
     BUNDLES_DIR,
+    CHANNEL_FILE,
+    CHANNELS_DIR,
     CHUNK,
     HISTORY_NAME,
     KEY_SEGMENT,
@@ -229,10 +232,55 @@ class Store:
     ) -> Manifest:
         """Publishes `data` as the model's manifest, or with `channel` as that channel's pointer
         (`channels/<channel>.json`): checked, appended to the history, then written."""
+        target = MANIFEST_NAME if channel is None else _channel_key(channel)
+        with self.lock(name):
+            return self._put_locked(name, data, target, how, channel)
+
+    def promote(self, name: str, channel: str) -> Manifest:
+        """Makes the model's manifest exactly the document `channel` points at (a signature
+        stays valid); its history line says `promote`."""
+        self.model_dir(name)  # a bad name is refused before it gets a lock
+        with self.lock(name):
+            data = self._read_pointer(name, _channel_key(channel), f"no channel {channel!r}")
+            return self._put_locked(name, data, MANIFEST_NAME, "promote", None)
+
+    def abort(self, name: str, channel: str) -> Manifest:
+        """Points `channel` back at the model's manifest (the exact document); its history line
+        says `abort`. The channel must exist."""
+        key = _channel_key(channel)
+        self.model_dir(name)
+        with self.lock(name):
+            self._read_pointer(name, key, f"no channel {channel!r}")
+            data = self._read_pointer(name, MANIFEST_NAME, "no manifest to point the channel at")
+            return self._put_locked(name, data, key, "abort", channel)
+
+    def channels(self, name: str) -> dict[str, dict[str, Any] | None]:
+        """Each channel's pointer (its manifest's fields; None when it does not parse)."""
+        folder = self.model_dir(name) / CHANNELS_DIR
+        out: dict[str, dict[str, Any] | None] = {}
+        for p in sorted(folder.iterdir()) if folder.is_dir() else []:
+            m = CHANNEL_FILE.fullmatch(p.name)
+            if m:
+                try:
+                    data = self._read_pointer(name, f"{CHANNELS_DIR}/{p.name}", "")
+                    out[m.group(1)] = parse(data).to_dict()
+                except StoreError:
+                    continue  # gone meanwhile, or not a file of the store
+                except ManifestError:
+                    out[m.group(1)] = None
+        return out
+
+    def _read_pointer(self, name: str, key: str, missing: str) -> bytes:
+        """The bytes of `key` (through `file_path`: nothing out of the root); `missing` says
+        what is not there in the 404."""
         try:
-            target = MANIFEST_NAME if channel is None else channel_key(channel)
-        except ValueError as e:
-            raise StoreError(400, str(e)) from None
+            return self.file_path(name, key).read_bytes()
+        except (StoreError, OSError):
+            raise StoreError(404, f"{missing} in model {name!r}") from None
+
+    def _put_locked(
+        self, name: str, data: bytes, target: str, how: str, channel: str | None
+    ) -> Manifest:
         try:
             manifest = parse(data)
         except ManifestError as e:
@@ -241,13 +289,12 @@ class Store:
             raise StoreError(
                 422, f"manifest is for model {manifest.model!r}, published under {name!r}"
             )
-        with self.lock(name):
-            self._check_bundle(name, manifest)
-            # History first: a reader that sees the manifest finds it in the history (the
-            # event-time timeline of `reloader.history`); a crash in between leaves a history
-            # entry newer than the manifest, which readers ignore.
-            self._append_history(name, manifest, data, how, channel)
-            write_atomic(self.model_dir(name).joinpath(*target.split("/")), data)
+        self._check_bundle(name, manifest)
+        # History first: a reader that sees the manifest finds it in the history (the event-time
+        # timeline of `reloader.history`); a crash in between leaves a history entry newer than
+        # the manifest, which readers ignore.
+        self._append_history(name, manifest, data, how, channel)
+        write_atomic(self.model_dir(name).joinpath(*target.split("/")), data)
         return manifest
 
     def rollback(self, name: str, *, sha256: str | None, version: str | None) -> Manifest:
@@ -296,6 +343,13 @@ class Store:
             f.write(json.dumps(entry) + "\n")
             f.flush()
             os.fsync(f.fileno())
+
+
+def _channel_key(channel: str) -> str:
+    try:
+        return channel_key(channel)
+    except ValueError as e:
+        raise StoreError(400, str(e)) from None
 
 
 def _rfc3339(ts: float) -> str:

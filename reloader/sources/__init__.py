@@ -44,9 +44,22 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 # What a reader reports about itself (`Source.report`), and how it travels over HTTP: each key as
 # the request header `X-Reloader-<Key>` (`poll_interval` as `X-Reloader-Poll-Interval`). The
 # reloader's HTTP source sends them and `python -m server` reads them: one definition for both.
-REPORT_KEYS = ("client", "job", "subtask", "version", "sha256", "poll_interval")
+REPORT_KEYS = (
+    "client",
+    "job",
+    "subtask",
+    "version",
+    "sha256",
+    "poll_interval",
+    "channel",
+    "role",
+    "state",
+)
 REPORT_HEADERS = {k: "X-Reloader-" + k.replace("_", "-").title() for k in REPORT_KEYS}
 REPORT_MAX_CHARS = 200
+# How a reported `state` begins when the reader's job rolled its version back (`job.canary`); the
+# server counts such readers per channel.
+STATE_ROLLED_BACK = "rolled back"
 _NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]")
 
 
@@ -111,9 +124,13 @@ class Source:
 
         `info` has the keys of `REPORT_KEYS`: `client` (a stable id such as `job/3` or
         `host:pid`), `job`, `subtask`, `version` and `sha256` of the model served now (empty
-        before the first load) and `poll_interval` (seconds, as text). A store may send it with
-        its next manifest reads so its operators see which reader serves which version (the HTTP
-        source does); the default ignores it. It never raises and never changes what is read.
+        before the first load), `poll_interval` (seconds, as text), `channel` (the `@ref` of
+        its URL: `stable`, `channel:canary`, `version:7`; empty for the main manifest), `role`
+        (`serving`, `shadow`, `canary`) and `state` (a short text about the version served,
+        e.g. why the job rolled it back: then it begins with `STATE_ROLLED_BACK`). A store may
+        send it with its next manifest reads so its operators see which reader serves which
+        version (the HTTP source does); the default ignores it. It never raises and never
+        changes what is read.
         """
 
     def watch(

@@ -117,11 +117,10 @@ def test_peers_run_in_a_flink_job(
     """Both UDFs in one mini-cluster job over 2,000 WINE rows, their rows the bundle's. The Python
     workers run as processes of their own, as on a TaskManager, not in this process (PyFlink's
     loopback mode, the benchmark's): there bench/ does not import, so this is the harder case."""
+    from pyflink.java_gateway import get_gateway
     from pyflink.table.expressions import col
 
     from job.pipeline import JobOptions, environments, wine_source
-
-    from pyflink.java_gateway import get_gateway
 
     # PyFlink reads this variable when a job starts. Its JVM must not inherit it: the JVM hands its
     # environment to every Python worker, and a loopback worker (this process, later tests' jobs)

@@ -3,6 +3,7 @@ it; a candidate that is not there yet is waited for; one with the serving bundle
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,10 @@ def test_a_candidate_is_compared_with_the_serving_version(
             reloader.publish.publish(str(candidate_store), v2.data, v2.manifest)
             wait_until(lambda: shadow.model is not None, what="the candidate started")
             for _ in range(2):
-                shadow.compare(batch, result, scorer)
+                shadowed = shadow.compare(batch, result, scorer)
+            # Outputs that carry the candidate's prediction: the serving one, then "shadow".
+            batch.shadow = shadowed
+            lines = [json.loads(line) for line in scorer.format(batch, result)]
         finally:
             shadow.stop()
     stats = shadow.stats
@@ -55,6 +59,11 @@ def test_a_candidate_is_compared_with_the_serving_version(
         np.array(stats.delta_micro) / 1e6, 2 * np.abs(a - b).sum(axis=0), rtol=1e-4
     )
     assert 0 < describe(stats)["agreement"] <= 1 and stats.micros > 0
+    for i, line in enumerate(lines):
+        assert line["model_version"] == "1" and line["shadow"]["model_version"] == "2"
+        np.testing.assert_allclose(list(line["probabilities"].values()), a[i], atol=1e-5)
+        np.testing.assert_allclose(list(line["shadow"]["probabilities"].values()), b[i], atol=1e-5)
+        assert line["shadow"]["label"] == line["label"] or a[i].argmax() != b[i].argmax()
     values = metric_values(stats)
     assert values["rows"] == 2 * n and values["version_number"] == 2
     assert [k for k in values if k.startswith("abs_delta_micro_")] == [
@@ -87,9 +96,10 @@ def test_a_candidate_with_the_serving_bundle_is_not_scored(
 def test_the_job_reports_a_shadow_channel_and_keeps_serving_its_version(
     tmp_path: Path, versions: Versions, wine: Any
 ) -> None:
-    """`--shadow shadow` in a p=2 job: the channel's candidate, published while the job runs,
-    scores beside the serving version on both subtasks (the metrics `model.shadow.*`); every
-    output is the serving version's; pointing the channel at main ends the scoring."""
+    """`--shadow shadow --shadow-output` in a p=2 job: the channel's candidate, published while
+    the job runs, scores beside the serving version on both subtasks (the metrics
+    `model.shadow.*`); every output is the serving version's and, while the candidate scores,
+    carries its prediction too; pointing the channel at main ends the scoring."""
     from job.pipeline import JobOptions
     from tests.support.flink import Feeder, ids_out, read_outputs, running_job
 
@@ -104,6 +114,7 @@ def test_the_job_reports_a_shadow_channel_and_keeps_serving_its_version(
         parallelism=2,
         execution_mode="process",
         shadow="shadow",
+        shadow_output=True,
         checkpoint_interval_ms=300,
         roll_interval="1 s",
         poll_interval=0.2,
@@ -145,3 +156,11 @@ def test_the_job_reports_a_shadow_channel_and_keeps_serving_its_version(
         feeder.stopped.set()
     records = [r for recs in read_outputs(out_dir).values() for r in recs]
     assert {r["model_version"] for r in records} == {"1"}, "outputs keep the serving version"
+    # --shadow-output: records scored while the candidate was there carry its prediction.
+    shadowed = [r for r in records if "shadow" in r]
+    assert 0 < len(shadowed) < len(records)
+    ref = reference_of(wine, "v2")
+    for r in shadowed:
+        assert r["shadow"]["model_version"] == "2"
+        got = list(r["shadow"]["probabilities"].values())
+        np.testing.assert_allclose(got, ref[r["id"] % len(ref)], atol=1e-5)

@@ -1,7 +1,8 @@
 """Channels and pinned versions: `<store>@<ref>` (`reloader.sources.split_ref`, `RefSource`),
-publishing to a channel, moving it (`point_channel`, `python -m reloader channel`), the history's
-channel lines kept out of the main timeline, in a directory, on SeaweedFS S3 and on the project's
-HTTP server."""
+publishing to a channel, moving it (`point_channel`, `python -m reloader channel`), promoting it
+to the main manifest or aborting it (`promote_channel`, `abort_channel`, `python -m reloader
+promote|abort`), the history's channel lines kept out of the main timeline, in a directory, on
+SeaweedFS S3 and on the project's HTTP server."""
 
 from __future__ import annotations
 
@@ -19,11 +20,11 @@ import pytest
 import requests
 
 from reloader.agent import HotModel
-from reloader.errors import MissingObject, NotReady
+from reloader.errors import MissingObject, NotReady, SourceError
 from reloader.history import HistoryEntry, entry_for, history_line, read_history, segments
 from reloader.layout import HISTORY_NAME, MANIFEST_NAME, channel_key
-from reloader.manifest import Manifest, effective_stamp, parse
-from reloader.publish import point_channel, publish
+from reloader.manifest import Manifest, effective_stamp, generate_key, parse
+from reloader.publish import abort_channel, point_channel, promote_channel, publish
 from reloader.sources import Fetched, Source, Validator, open_source, parse_ref, split_ref
 from reloader.sources.pinned import RefSource
 from tests.support.http_store import ModelStoreServer
@@ -553,3 +554,138 @@ def test_cli_channels(built_stores: dict[str, Path], tmp_path: Path) -> None:
         assert out.returncode == 2, (args, out.stderr)
         assert out.stderr.count("\n") == 1 and out.stderr.startswith("error: "), out.stderr
     assert parse(Path(store, channel_key("stable")).read_bytes()).version == "2"
+
+
+# -- promote and abort ---------------------------------------------------------------------------
+
+
+def test_promote_and_abort_a_channel(
+    store_dir: Path, tmp_path: Path, four: list[Version], wine: Any
+) -> None:
+    store = str(store_dir)
+    one, two, three, _ = four
+    key = generate_key()
+    _publish_123(store, four, signing_key=key)
+    channel_doc = (store_dir / channel_key("canary")).read_bytes()
+    with _hot(store, tmp_path) as main, _hot(store + "@canary", tmp_path) as canary:
+        assert _serves(main, wine, two) and _serves(canary, wine, three)
+        # Promote: version.json becomes the channel's exact document, still signed.
+        promoted = promote_channel(store, "canary")
+        assert (store_dir / MANIFEST_NAME).read_bytes() == channel_doc
+        promoted.verify(key.public_key())
+        checked(main)
+        assert _serves(main, wine, three) and main.info.failures == 0
+        # Abort: the channel points at the main manifest again (after a publish, the new one).
+        publish(store, one.data, one.manifest, signing_key=key)
+        aborted = abort_channel(store, "canary")
+        assert (store_dir / channel_key("canary")).read_bytes() == (
+            store_dir / MANIFEST_NAME
+        ).read_bytes()
+        assert aborted.version == "1"
+        checked(canary)
+        assert _serves(canary, wine, one)
+    with open_source(store) as source:
+        entries = read_history(source)
+    assert [(e.how, e.manifest.version, e.channel) for e in entries[3:]] == [
+        ("promote", "3", None), ("publish", "1", None), ("abort", "1", "canary"),
+    ]  # fmt: skip
+    assert entries[3].document == channel_doc  # the history line has the exact bytes too
+    # The main timeline takes the promotion as a publish of 3.
+    assert [m.version for _, m in segments(entries[:4])] == ["3"]
+
+
+def test_promote_and_abort_refuse_what_is_not_there(local: Source, four: list[Version]) -> None:
+    one, *_ = four
+    with pytest.raises(MissingObject, match="no channel 'canary'"):
+        promote_channel(local, "canary")  # an empty store
+    publish(local, one.data, one.manifest)
+    for call in (promote_channel, abort_channel):
+        with pytest.raises(MissingObject, match=r"no channel 'canary' in .*: create it with"):
+            call(local, "canary")
+        with pytest.raises(ValueError, match="invalid channel name"):
+            call(local, "Canary")
+        with pytest.raises(ValueError, match="names a channel or version"):
+            call(local.url + "@canary", "canary")
+    # Nothing was written: no channel, one history line.
+    assert not Path(local.url, "channels").exists()
+    assert len(read_history(local)) == 1
+
+
+def test_promote_and_abort_on_s3(s3: Any, s3_url: str, four: list[Version]) -> None:
+    _publish_123(s3_url, four)
+    three = four[2]
+    assert promote_channel(s3_url, "canary") == three.manifest
+    with open_source(s3_url) as source:
+        fetched = source.read_manifest()
+        assert fetched is not None and fetched.data == three.manifest.to_bytes()
+    assert abort_channel(s3_url, "canary") == three.manifest
+    with open_source(s3_url) as source:
+        assert [(e.how, e.channel) for e in read_history(source)][-2:] == [
+            ("promote", None),
+            ("abort", "canary"),
+        ]
+
+
+def test_promote_and_abort_on_the_http_store(
+    model_store: ModelStoreServer, four: list[Version]
+) -> None:
+    url = model_store.url("wine")
+    options = {"token": model_store.token}
+    _publish_123(url, four, source_options=options)
+    _, two, three, _ = four
+    root = model_store.root / "wine"
+    # Without the token: the server's refusal, in one typed error.
+    with pytest.raises(SourceError, match=r"HTTP 401.*RELOADER_HTTP_TOKEN"):
+        promote_channel(url, "canary")
+    assert promote_channel(url, "canary", source_options=options) == three.manifest
+    assert (root / MANIFEST_NAME).read_bytes() == three.manifest.to_bytes()
+    publish(url, two.data, two.manifest, source_options=options)
+    assert abort_channel(url, "canary", source_options=options) == two.manifest
+    assert (root / channel_key("canary")).read_bytes() == two.manifest.to_bytes()
+
+
+def test_cli_promote_and_abort(built_stores: dict[str, Path], tmp_path: Path) -> None:
+    store = str(tmp_path / "store")
+    v1, v2 = str(built_stores["v1"]), str(built_stores["v2"])
+    assert _run("publish", v1, store, "--no-check", "--version", "1").returncode == 0
+    out = _run("publish", v2, store, "--no-check", "--version", "2", "--channel", "canary")
+    assert out.returncode == 0, out.stderr
+    out = _run("promote", store, "--channel", "canary")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"promoted channel canary of {store}: the main manifest is ")
+    assert " wine 2 (" in out.stdout and out.stdout.count("\n") == 1
+    assert parse(Path(store, MANIFEST_NAME).read_bytes()).version == "2"
+
+    assert _run("publish", v1, store, "--no-check", "--version", "3").returncode == 0
+    out = _run("abort", store, "--channel", "canary")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"aborted channel canary of {store}: it points at the main ")
+    assert " wine 3 (" in out.stdout and out.stdout.count("\n") == 1
+    assert parse(Path(store, channel_key("canary")).read_bytes()).version == "3"
+    out = _run("history", store)
+    assert [
+        r.split()[2] for r in out.stdout.splitlines() if " promote " in r or " abort " in r
+    ] == [
+        "promote",
+        "abort",
+    ]
+
+    # No such channel, no store: exit 1, one line. A bad name, a URL with a ref, no --channel:
+    # exit 2 (argparse's usage says more for the last).
+    for args in (("promote", store, "--channel", "nope"), ("abort", store, "--channel", "nope")):
+        out = _run(*args)
+        assert out.returncode == 1, (args, out.stderr)
+        assert out.stderr.count("\n") == 1 and out.stderr.startswith("error: MissingObject: no ")
+        assert "'nope'" in out.stderr
+    out = _run("promote", str(tmp_path / "nothing"), "--channel", "canary")
+    assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
+    for args in (
+        ("promote", store, "--channel", "Canary"),
+        ("abort", store + "@canary", "--channel", "canary"),
+    ):
+        out = _run(*args)
+        assert out.returncode == 2, (args, out.stderr)
+        assert out.stderr.count("\n") == 1 and out.stderr.startswith("error: "), out.stderr
+    out = _run("promote", store)
+    assert out.returncode == 2 and "--channel" in out.stderr and "Traceback" not in out.stderr
+    assert parse(Path(store, MANIFEST_NAME).read_bytes()).version == "3"

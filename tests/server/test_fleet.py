@@ -125,6 +125,7 @@ def test_a_rollout_seen_from_the_store(server: ModelStoreServer, versions: Versi
             "version": "v1",
             "clients": 2,
             "on_current": 2,
+            "rolled_back": 0,
             "stale": 0,
             "complete": True,
         }
@@ -162,6 +163,7 @@ def test_a_rollout_seen_from_the_store(server: ModelStoreServer, versions: Versi
             "version": "v2",
             "clients": 2,
             "on_current": 2,
+            "rolled_back": 0,
             "stale": 0,
             "complete": True,
         }
@@ -229,6 +231,7 @@ def test_a_silent_reader_becomes_stale(
             "version": "v1",
             "clients": 2,
             "on_current": 2,
+            "rolled_back": 0,
             "stale": 1,
             "complete": True,
         }
@@ -256,7 +259,15 @@ def test_the_fleet_is_bounded() -> None:
     assert sorted(clients) == ["c1", "c3", "c4"]  # c0, then c2, the longest silent, went
     assert fleet.describe("beer", None) == {
         "fleet": [],
-        "rollout": {"version": None, "clients": 0, "on_current": 0, "stale": 0, "complete": False},
+        "rollout": {
+            "version": None,
+            "clients": 0,
+            "on_current": 0,
+            "rolled_back": 0,
+            "stale": 0,
+            "complete": False,
+        },
+        "channels": [],
     }
 
 
