@@ -32,7 +32,7 @@ import numpy.typing as npt
 
 from job.scoring import Batch, Scored, Scorer
 from reloader.agent import HotModel
-from reloader.errors import ReloaderError
+from reloader.errors import NotReady, ReloaderError
 from reloader.values import Versioned
 
 log = logging.getLogger("job")
@@ -84,6 +84,10 @@ class ChannelModel:
             model = self._make_model()
             model.set_report(role=self.role)
             try:
+                # Until the channel exists, one quiet read per retry: a start that fails logs
+                # a warning each time (every poll interval, for as long as there is none).
+                if not model.probe():
+                    raise NotReady("the channel does not exist yet")
                 model.start()
             except ReloaderError as e:
                 model.stop()

@@ -26,5 +26,7 @@ Follow a store (joins the two):
 
 `errors.py` holds the typed errors (`ReloaderError` and subclasses), `values.py` the values
 handed out (`LoadedModel`, `Versioned`, `ModelInfo`) and the injectable `Clock`; `cli.py` is
-`python -m reloader check | publish | keygen`.
+`python -m reloader` (check, publish, keygen; `cli_rollouts.py`: channel, promote, abort,
+history). `timeline.py` and `history.py` are versions by event time and the store's publish
+history.
 """

@@ -23,7 +23,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from reloader.buffers import ColumnScores
 from reloader.codec import Matrix, Prediction
 from reloader.compat import Fixed
-from reloader.errors import BundleMemoryError, BundleTimeout, NotReady, RuntimeClosed
+from reloader.errors import (
+    BundleMemoryError,
+    BundleTimeout,
+    MissingObject,
+    NotReady,
+    RuntimeClosed,
+)
 from reloader.fetch import default_cache_dir
 from reloader.follower import StoreFollower
 from reloader.layout import DEFAULT_MAX_BUNDLE_BYTES
@@ -169,6 +175,23 @@ class HotModel:
         self._slot.adopt()
         follower.start()
         return self
+
+    def probe(self) -> bool:
+        """Whether the store has a manifest for this model now: one read of it, nothing loaded,
+        nothing logged. For a follower of a channel that may not exist yet: `start()` logs its
+        failure, once per attempt. Raises the read's `SourceError` (the store unreachable, ...)
+        but not `MissingObject`: that is False."""
+        if self._source is not None:
+            return self._has_manifest(self._source)
+        with open_source(self.url, **self._source_options) as source:
+            return self._has_manifest(source)
+
+    @staticmethod
+    def _has_manifest(source: Source) -> bool:
+        try:
+            return source.read_manifest() is not None
+        except MissingObject:
+            return False
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stops polling and closes every runtime. Call it once the processing thread is done."""

@@ -68,7 +68,7 @@ class HistoryEntry:
     Attributes:
         manifest: the manifest published, parsed from `document`.
         published_at: when the publisher or the server wrote the line (RFC 3339, UTC).
-        how: `publish`, `rollback` (the HTTP server's rollback), `promote` or `abort` (of a channel).
+        how: `publish`, `rollback` (the HTTP server's), `promote` or `abort` (of a channel).
         document: the exact bytes published as `version.json`.
         channel: the channel it was published to (`channels/<channel>.json`); None for the main
             manifest.

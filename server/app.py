@@ -15,6 +15,7 @@ it is and what it serves; the listing of a model and the status page show them a
 pointer (server/fleet.py).
 
 Writes need `Authorization: Bearer <token>`; without a configured token the store is read-only.
+The file routes' conditional GETs, byte ranges and body caps are in server/http.py.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import email.utils
 import hashlib
 import hmac
 import os
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,11 +44,11 @@ from reloader.layout import (
 )
 from reloader.sources import REPORT_HEADERS
 from server.fleet import Fleet
+from server.http import byte_range, check_length, manifest_body, media_type, not_modified
 from server.page import render_status_page
 from server.store import Store, StoreError
 
 DEFAULT_MAX_BODY = DEFAULT_MAX_BUNDLE_BYTES
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 _IMMUTABLE = "public, max-age=31536000, immutable"
 _MANIFEST_BODY = {
     "requestBody": {
@@ -143,10 +143,10 @@ def create_app(
                 "Cache-Control": _IMMUTABLE if immutable else "no-cache",
                 "Accept-Ranges": "bytes",
             }
-            media = _media_type(path)
-            if _not_modified(request, info.etag, info.mtime):
+            media = media_type(path)
+            if not_modified(request, info.etag, info.mtime):
                 return Response(status_code=304, headers=headers)
-            span = _range(request, info.etag, info.size)
+            span = byte_range(request, info.etag, info.size)
             if span == "invalid":
                 headers["Content-Range"] = f"bytes */{info.size}"
                 return Response(status_code=416, headers=headers)
@@ -188,7 +188,7 @@ def create_app(
         if not m:
             raise StoreError(400, "bundles are named <sha256>.js (64 lowercase hex digits)")
         store.model_dir(name)
-        _check_length(request, max_body)
+        check_length(request, max_body)
         tmp, f = await anyio.to_thread.run_sync(store.new_temp, name)
         digest = hashlib.sha256()
         size = 0
@@ -236,7 +236,7 @@ def create_app(
     ) -> Response:
         authorize(authorization)
         store.model_dir(name)
-        data = await _manifest_body(request, max_body)
+        data = await manifest_body(request, max_body)
         manifest = await anyio.to_thread.run_sync(store.put_manifest, name, data)
         return JSONResponse(manifest.to_dict(), status_code=201)
 
@@ -269,7 +269,7 @@ def create_app(
                 "lowercase letters, digits, '_' or '-'",
             )
         store.model_dir(name)
-        data = await _manifest_body(request, max_body)
+        data = await manifest_body(request, max_body)
         manifest = await anyio.to_thread.run_sync(
             lambda: store.put_manifest(name, data, channel=m.group(1))
         )
@@ -363,69 +363,3 @@ def _record_poll(fleet: Fleet, name: str, request: Request, *, channel: str | No
         return
     info = {k: request.headers[h] for k, h in REPORT_HEADERS.items() if h in request.headers}
     fleet.record(name, info, request.client.host if request.client else None, channel=channel)
-
-
-async def _manifest_body(request: Request, max_body: int) -> bytes:
-    cap = min(max_body, 64 << 10)
-    _check_length(request, cap)
-    data = bytearray()
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > cap:
-            raise StoreError(413, f"a manifest is at most {cap} bytes")
-    return bytes(data)
-
-
-def _media_type(path: str) -> str:
-    if path.endswith(".js"):
-        return "application/javascript"
-    if path.endswith(".json"):
-        return "application/json"
-    return "application/octet-stream"
-
-
-def _check_length(request: Request, cap: int) -> None:
-    length = request.headers.get("content-length")
-    if length is not None:
-        if not length.isdigit():
-            raise StoreError(400, "invalid Content-Length")
-        if int(length) > cap:
-            raise StoreError(413, f"body of {length} bytes over the {cap}-byte limit")
-
-
-def _not_modified(request: Request, etag: str, mtime: float) -> bool:
-    inm = request.headers.get("if-none-match")
-    if inm is not None:
-        tags = [t.strip().removeprefix("W/") for t in inm.split(",")]
-        return "*" in tags or etag in tags
-    ims = request.headers.get("if-modified-since")
-    if ims:
-        try:
-            since = email.utils.parsedate_to_datetime(ims).timestamp()
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return False
-        return int(mtime) <= since
-    return False
-
-
-def _range(request: Request, etag: str, size: int) -> tuple[int, int] | str | None:
-    """(start, end) inclusive for a single satisfiable range, "invalid", or None (whole file)."""
-    header = request.headers.get("range")
-    if not header:
-        return None
-    if_range = request.headers.get("if-range")
-    if if_range is not None and if_range.strip() != etag:
-        return None  # the client's copy is stale: send it all
-    m = _RANGE.fullmatch(header.strip())
-    if not m or (not m.group(1) and not m.group(2)):
-        return None  # multiple or malformed ranges: ignoring Range is allowed
-    if m.group(1):
-        start = int(m.group(1))
-        end = int(m.group(2)) if m.group(2) else size - 1
-        if start >= size or end < start:
-            return "invalid"
-        return start, min(end, size - 1)
-    suffix = int(m.group(2))
-    if suffix == 0 or size == 0:
-        return "invalid"
-    return max(0, size - suffix), size - 1

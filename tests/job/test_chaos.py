@@ -7,8 +7,11 @@ killed and restarted, HTTP 500s, slow responses, a torn upload (manifest before 
 that loop forever, exhaust their heap, return NaN, fail their self-test, a bundle swapped for
 another under the same name, an unsigned manifest, and a task failure. After each: the job still
 runs, keeps serving the last good version, the fault shows in the Flink metrics and in exactly
-one log line, and the next good version is adopted. At the end every input id is in the output
-exactly once, predicted by the version it names. The test prints a table per fault.
+one log line, and the next good version is adopted. Last, a canary candidate (the job runs with
+`--canary canary` all along, the channel absent until then) that breaks once it serves: the job
+rolls it back by itself and serves its rows with the serving version. At the end every input id
+is in the output exactly once, predicted by the version it names. The test prints a table per
+fault.
 """
 
 from __future__ import annotations
@@ -24,11 +27,12 @@ from typing import Any
 
 import pytest
 
+import reloader.publish
 from job.pipeline import JobOptions
 from reloader.layout import MANIFEST_NAME
 from reloader.manifest import generate_key, public_key_pem
 from reloader.sources import open_source
-from tests.support.faults import bad_bundle
+from tests.support.faults import FAILS_WHEN_SERVING, bad_bundle
 from tests.support.flink import (
     Feeder,
     check_predictions,
@@ -188,6 +192,8 @@ def test_the_job_survives_every_fault_and_loses_nothing(
         public_key=str(pub),
         cache_dir=str(tmp_path / "cache"),
         max_delay_ms=20,
+        canary="canary",
+        canary_fraction=0.3,
     )
     settings = replace(
         opts.model_settings(),
@@ -349,6 +355,32 @@ def _faults(chaos: Chaos, http: HttpStore, marker: Path, poison_id: int) -> None
             ids=(first_id, chaos.feeder.next_id),
         )
     )
+
+    # A canary candidate that breaks once it serves: rolled back by the job itself; the rows of
+    # the batches it failed are scored by the serving version (none lost, none an error).
+    rollbacks = chaos.metric("canary.rollbacks")
+    t0 = time.monotonic()
+    first_id = chaos.feeder.next_id
+    broken = chaos.next_version(chaos.versions.bundles["v2"] + FAILS_WHEN_SERVING.encode())
+    chaos.good[broken.label] = "v2"  # until it breaks, its rows are its own (v2) predictions
+    reloader.publish.publish(
+        chaos.store, broken.data, broken.manifest.signed(KEY), channel="canary"
+    )
+    chaos.job.wait_metric(
+        "canary.rollbacks", lambda vs: vs[0] > rollbacks, "the canary rolled back", timeout=120
+    )
+    kept = chaos.running() and chaos.metric("version_number") == chaos.serving
+    chaos.outcomes.append(
+        Outcome(
+            "canary candidate breaks (rolled back)",
+            detected=chaos.metric("canary.failed_batches") >= 3,
+            kept_serving=kept,
+            one_log_line=None,
+            recovered_after_s=time.monotonic() - t0,
+            ids=(first_id, chaos.feeder.next_id),
+        )
+    )
+    assert chaos.outcomes[-1].detected and kept, chaos.outcomes[-1]
 
 
 def _print_table(outcomes: list[Outcome], total: int, lost: int, duplicated: int) -> None:

@@ -91,6 +91,15 @@ POISON_LOOP = """
   return real(n); }; })();"""
 
 
+# A working bundle that throws on every call made more than 10 s after it was built (its load,
+# self-test and trial load come well within that): a candidate that breaks once it serves.
+FAILS_WHEN_SERVING = """
+;(() => { const real = globalThis.ml.predictBuffer; const built = Date.now();
+  globalThis.ml.predictBuffer = function (n) {
+    if (Date.now() - built > 10000) { throw new Error('this candidate broke after 10 s'); }
+    return real(n); }; })();"""
+
+
 # A working bundle (not in PATCHES: only a typed job refuses it) that declares its input 'ash' as
 # 'ash_ppm': a job whose columns were fixed for the real bundle lacks that input, so
 # reloader.compat refuses the version.
