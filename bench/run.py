@@ -245,7 +245,7 @@ def collect(d: dict[str, Any]) -> tuple[dict[str, float], dict[str, str], dict[s
     if "cutover" in d:
         c = d["cutover"]
         for key in KEYS:
-            if key.startswith(("cutover_", "shadow_")):
+            if key.startswith(("cutover_", "shadow_", "canary_")):
                 keys[key] = float(c[key])
     if "swap" in d:
         s = d["swap"]

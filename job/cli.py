@@ -72,7 +72,13 @@ _FLAGS: list[tuple[str, str, type, str]] = [
         "a channel of the store (e.g. canary) whose version serves --canary-fraction of the ids, "
         "rolled back by each subtask when it errs more than the serving version",
     ),
-    ("--canary-fraction", "canary_fraction", float, "with --canary: the share of ids, 0-1"),
+    ("--canary-fraction", "canary_fraction", float, "with --canary: the share of keys, 0-1"),
+    (
+        "--canary-key",
+        "canary_key",
+        str,
+        "with --canary: the field whose value picks the version (a key always gets the same one)",
+    ),
     ("--call-timeout", "call_timeout", float, "seconds a model call may take (then cut off)"),
     ("--api", "api", str, f"prediction path: {', '.join(APIS)} (record: one V8 call per row)"),
     ("--parallelism", "parallelism", int, "subtasks of the predict operator"),

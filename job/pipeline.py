@@ -83,6 +83,7 @@ class JobOptions:
     shadow_output: bool = False  # outputs also carry the shadow's prediction ("shadow")
     canary: str = ""  # a channel whose version serves a fraction of the keys (job.canary)
     canary_fraction: float = 0.1
+    canary_key: str = "id"  # the field whose hash picks a canary's keys
     call_timeout: float = 5.0  # seconds a model call may take before it is cut off
     name: str = "tf-on-flink predict"
     extra_config: dict[str, str] = field(default_factory=dict)
@@ -153,6 +154,7 @@ class JobOptions:
             shadow_output=self.shadow_output,
             canary=self.canary,
             canary_fraction=self.canary_fraction,
+            canary_key=self.canary_key,
             call_timeout=self.call_timeout,
         )
 

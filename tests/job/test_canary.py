@@ -33,6 +33,20 @@ def test_buckets_are_stable_and_spread() -> None:
     assert abs((buckets(words) < BUCKETS // 2).mean() - 0.5) < 0.03
 
 
+def test_rows_by_a_chosen_key_field_and_rows_without_it() -> None:
+    canary = Canary(lambda: None, 1.0, fraction=0.5, key="customer")  # type: ignore[arg-type, return-value]
+    keys = [f"c{i % 40}" for i in range(400)]
+    picked = canary.rows(keys, len(keys))
+    assert 0 < picked.sum() < len(keys)
+    by_key = {k: bool(p) for k, p in zip(keys, picked, strict=True)}
+    assert all(by_key[k] == bool(p) for k, p in zip(keys, picked, strict=True)), "key -> version"
+    with_gaps = canary.rows([None, *keys[:9]], 10)
+    assert not with_gaps[0] and list(with_gaps[1:]) == list(picked[:9]), "no key: serving"
+    ints = np.arange(1000)
+    assert np.array_equal(canary.rows(ints, 1000), buckets(ints) < canary.cut)
+    assert not canary.rows(None, 3).any()
+
+
 def test_the_error_rate_against_the_serving_version_rolls_back() -> None:
     canary = Canary(lambda: None, 1.0, fraction=0.1, max_error_rate=0.05, min_rows=100)  # type: ignore[arg-type, return-value]
     canary.stats.sha256 = "a" * 64
