@@ -134,15 +134,13 @@ def shadow_cost(
     }
 
 
-WINE_FEATURES = [
-    "alcohol", "malic_acid", "ash", "alcalinity_of_ash", "magnesium", "total_phenols",
-    "flavanoids", "nonflavanoid_phenols", "proanthocyanins", "color_intensity", "hue",
-    "od280_od315_of_diluted_wines", "proline",
-]  # fmt: skip
-
-
 def canary_cost(
-    store: str, x: np.ndarray, tmp: Path, seconds: float, fraction: float = 0.05
+    store: str,
+    features: list[str],
+    x: np.ndarray,
+    tmp: Path,
+    seconds: float,
+    fraction: float = 0.05,
 ) -> dict[str, float]:
     """The job's vectorized predict function outside Flink (`predict_batch`: routing, scoring,
     the output lines), with and without a canary taking `fraction` of the ids, side by side. The
@@ -153,7 +151,7 @@ def canary_cost(
     from job.scoring import Batch
 
     ids = np.arange(len(x), dtype=np.int64)
-    columns = {"id": ids, **{f: x[:, k].astype(np.float64) for k, f in enumerate(WINE_FEATURES)}}
+    columns = {"id": ids, **{f: x[:, k].astype(np.float64) for k, f in enumerate(features)}}
     fns = {}
     for name, canary in (("plain", ""), ("canary", "canary")):
         settings = ModelSettings(
@@ -163,7 +161,7 @@ def canary_cost(
             canary=canary,
             canary_fraction=fraction,
         )
-        fn = PredictVectorized(["id", *WINE_FEATURES], settings)
+        fn = PredictVectorized(["id", *features], settings)
         fn._setup(object())  # no metrics, subtask 0
         fns[name] = fn
     gc.unfreeze()  # what a worker freezes is this process here
@@ -242,7 +240,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    _, _, xs, _ = load_wine_csv()
+    features, _, xs, _ = load_wine_csv()
     x = np.resize(xs.astype(np.float32), (args.batch, xs.shape[1]))
     results: dict[str, Any] = {"batch": args.batch}
     with tempfile.TemporaryDirectory() as t:
@@ -261,7 +259,7 @@ def main() -> None:
         with HotModel(serving, poll_interval=60, cache_dir=tmp / "cache-serving") as hm:
             results.update(shadow_cost(hm, candidate, x, tmp, args.seconds))
         publish(serving, b, Manifest.for_bundle(b, model="wine", version="b"), channel="canary")
-        results.update(canary_cost(serving, x, tmp, args.seconds))
+        results.update(canary_cost(serving, list(features), x, tmp, args.seconds))
         results.update(many(bundles, x, args.cutovers, tmp))
     print(
         f"batch {args.batch}: plain {results['plain_records_per_s']:,.0f} rec/s, one version "

@@ -204,11 +204,8 @@ class Scorer:
             fields = _kind_fields(s)
             ok_head = '{"id":%s,%s'
         else:
-            # Probabilities: %.9g keeps every float32 digit (float32 needs 9 to round-trip).
-            probs = ",".join(f"{_js(o)}:%.9g" for o in s.outputs)
-            ok_head = '{"id":%s,"label":%s,"probabilities":{' + probs + "}"
-            labels = [_js(label) for label in s.labels]
-            best = s.probabilities.argmax(axis=1).tolist() if len(s.probabilities) else []
+            template, labels, best = _label_template(s)
+            ok_head = '{"id":%s,' + template
         rows = s.probabilities.tolist()
         out: list[str] = []
         k = 0
@@ -265,9 +262,7 @@ def _shadow_members(shadow: Versioned[Scored], n: int) -> list[str]:
     if s.kind is not None:
         fields = _kind_fields(s)
     else:
-        labels = [_js(label) for label in s.labels]
-        names = [_js(o) for o in s.outputs]
-        best = s.probabilities.argmax(axis=1).tolist() if len(s.probabilities) else []
+        template, labels, best = _label_template(s)
     out: list[str] = []
     k = 0
     for r in range(n):
@@ -275,13 +270,22 @@ def _shadow_members(shadow: Versioned[Scored], n: int) -> list[str]:
             if s.kind is not None:
                 body = fields(rows[k], r)
             else:
-                probs = ",".join(f"{name}:{v:.9g}" for name, v in zip(names, rows[k], strict=True))
-                body = f'"label":{labels[best[k]]},"probabilities":{{{probs}}}'
+                body = template % (labels[best[k]], *rows[k])
             k += 1
         else:
             body = f'"error":{_js(s.errors[r])}'
         out.append(f',"shadow":{{{body},{version}}}')
     return out
+
+
+def _label_template(s: Scored) -> tuple[str, list[str], list[int]]:
+    """For a model with probabilities: the members of a predicted row as a %-template (its label,
+    then each output's score), the labels as JSON, and each predicted row's best output.
+    %.9g keeps every float32 digit (float32 needs 9 to round-trip)."""
+    probs = ",".join(f"{_js(o)}:%.9g" for o in s.outputs)
+    labels = [_js(label) for label in s.labels]
+    best = s.probabilities.argmax(axis=1).tolist() if len(s.probabilities) else []
+    return '"label":%s,"probabilities":{' + probs + "}", labels, best
 
 
 def _kind_fields(s: Scored) -> Callable[[list[float], int], str]:

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -42,6 +42,8 @@ from reloader.manifest import (
 )
 from reloader.sources import Source, open_source, split_ref
 from reloader.sources.pinned import RefSource
+
+T = TypeVar("T")
 
 BUNDLE_TYPE = "application/javascript"
 MANIFEST_TYPE = "application/json"
@@ -127,12 +129,18 @@ def _publish(
             else load_private_key(signing_key)
         )
         manifest = manifest.signed(key)
-    if isinstance(store, Source):
-        _write(store, bundle, manifest, pointer, channel)
-    else:
-        with open_source(store, **dict(source_options or {})) as source:
-            _write(source, bundle, manifest, pointer, channel)
+    _on(store, source_options, lambda source: _write(source, bundle, manifest, pointer, channel))
     return manifest
+
+
+def _on(
+    store: str | Source, source_options: Mapping[str, Any] | None, act: Callable[[Source], T]
+) -> T:
+    """`act(source)` on `store`: the source itself, or one opened for the call (then closed)."""
+    if isinstance(store, Source):
+        return act(store)
+    with open_source(store, **dict(source_options or {})) as source:
+        return act(source)
 
 
 def _pointer(store: str | Source, channel: str | None) -> str:
@@ -202,10 +210,7 @@ def point_channel(
     `HistoryTooLarge`, `SourceError` when the store cannot be read or written.
     """
     pointer = _pointer(store, channel)
-    if isinstance(store, Source):
-        return _point(store, channel, to, pointer)
-    with open_source(store, **dict(source_options or {})) as source:
-        return _point(source, channel, to, pointer)
+    return _on(store, source_options, lambda source: _point(source, channel, to, pointer))
 
 
 def promote_channel(
@@ -229,10 +234,7 @@ def promote_channel(
     read or written.
     """
     _pointer(store, channel)
-    if isinstance(store, Source):
-        return _promote(store, channel)
-    with open_source(store, **dict(source_options or {})) as source:
-        return _promote(source, channel)
+    return _on(store, source_options, lambda source: _promote(source, channel))
 
 
 def abort_channel(
@@ -246,12 +248,12 @@ def abort_channel(
     says `abort`. Returns the manifest the channel now points at; raises as `point_channel`
     does, `MissingObject` also when the store has no such channel."""
     pointer = _pointer(store, channel)
-    if isinstance(store, Source):
-        _channel_document(store, channel)
-        return _point(store, channel, "main", pointer, how="abort")
-    with open_source(store, **dict(source_options or {})) as source:
-        _channel_document(source, channel)
-        return _point(source, channel, "main", pointer, how="abort")
+    return _on(store, source_options, lambda source: _abort(source, channel, pointer))
+
+
+def _abort(source: Source, channel: str, pointer: str) -> Manifest:
+    _channel_document(source, channel)  # MissingObject when there is no such channel
+    return _point(source, channel, "main", pointer, how="abort")
 
 
 def _promote(source: Source, channel: str) -> Manifest:
