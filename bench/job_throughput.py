@@ -13,8 +13,11 @@ Cases (each in a fresh mini-cluster, the WINE source unthrottled, a blackhole si
     vectorized            the vectorized path: PredictVectorized
     identity-typed        a pandas UDF over the same columns returning a typed ROW (label, score,
                           model_version) of constants: the typed path's baseline
-    typed                 the typed path: the model as the SQL function (job.table), its ROW's
-                          label, score and model_version into the sink, through the Table API
+    typed                 the typed path: the model as the SQL function (job.table) asked for
+                          the ROW's label, score and model_version (`fields`), into the sink,
+                          through the Table API
+    typed-full-row        the same function with its whole ROW (probabilities MAP, sha256,
+                          error), the sink taking the same three: what the fields not read cost
     typed-sql             the same function registered with `register_model` and called from a
                           SQL INSERT ... SELECT (the same plan expected: the same pace)
     peer-numpy            a peer a user might pick instead: a pandas UDF running the same
@@ -22,6 +25,9 @@ Cases (each in a fresh mini-cluster, the WINE source unthrottled, a blackhole si
     peer-onnx             the same with ONNX Runtime (a graph built from the same weights, one
                           intra-op thread); neither peer hot-swaps
     record                one V8 call per record (PredictRecord, the seed's design)
+
+A case named `<case>@throughput` runs with `--batching throughput` (batches of 10,000 rows;
+every other case with the default, latency).
 
 Each figure is the steady pace: the source's output count (sampled from Flink's REST API; with
 backpressure the source runs at the pipeline's pace) between 20% and 90% of the input, so job
@@ -52,11 +58,16 @@ CASES = [
     "vectorized",
     "identity-typed",
     "typed",
+    "typed-full-row",
     "typed-sql",
     "peer-numpy",
     "peer-onnx",
+    "identity-typed@throughput",
+    "typed@throughput",
     "record",
 ]
+# What the typed cases' query reads: the function is asked for just these (`fields`).
+READ = ("label", "score", "model_version")
 
 
 def run_one(case: str, parallelism: int, records: int, store: str, cache: str) -> float:
@@ -73,6 +84,7 @@ def run_one(case: str, parallelism: int, records: int, store: str, cache: str) -
     from job.planning import planned
     from tests.support.flink import local_rest
 
+    case, _, batching = case.partition("@")
     api = {
         "process": "process",
         "vectorized": "vectorized",
@@ -83,6 +95,7 @@ def run_one(case: str, parallelism: int, records: int, store: str, cache: str) -
         "identity-vectorized-json": "vectorized",
         "identity-typed": "vectorized",
         "typed": "vectorized",
+        "typed-full-row": "vectorized",
         "typed-sql": "vectorized",
         "peer-numpy": "vectorized",
         "peer-onnx": "vectorized",
@@ -97,6 +110,7 @@ def run_one(case: str, parallelism: int, records: int, store: str, cache: str) -
         rate=0,
         records=records,
         poll_interval=60,
+        batching=batching or "latency",
     )
     env, t_env = environments(opts)
     t_env.execute_sql("CREATE TEMPORARY TABLE sink (record STRING) WITH ('connector'='blackhole')")
@@ -143,7 +157,7 @@ def run_one(case: str, parallelism: int, records: int, store: str, cache: str) -
         from job.table import register_model
 
         t_env.create_temporary_view("wine", wine_source(env, t_env, 0, records))
-        sig = register_model(t_env, "predict", opts.model_settings())
+        sig = register_model(t_env, "predict", opts.model_settings(), fields=READ)
         insert = (
             "INSERT INTO typed_sink SELECT p.label, p.score, p.model_version "
             f"FROM (SELECT {sig.call('predict')} AS p FROM wine)"
@@ -151,18 +165,19 @@ def run_one(case: str, parallelism: int, records: int, store: str, cache: str) -
         table_result = planned(t_env, lambda: t_env.execute_sql(insert))
         job_id = str(table_result.get_job_client().get_job_id())
         return steady_rate(rest, job_id, records, table_result)
-    if case in ("typed", "identity-typed", "peer-numpy", "peer-onnx"):
+    if case in ("typed", "typed-full-row", "identity-typed", "peer-numpy", "peer-onnx"):
         table = wine_source(env, t_env, 0, records)
         cols = table.get_schema().get_field_names()
-        if case == "typed":
+        if case.startswith("typed"):
             from job.table import model_function
 
-            fn, sig = model_function(opts.model_settings())
+            fields = None if case == "typed-full-row" else READ
+            fn, sig = model_function(opts.model_settings(), fields=fields)
             args = [col(name) for name, _ in sig.inputs]
         elif case.startswith("peer-"):
             from bench.peers import peer_function
 
-            fn, sig = peer_function(case.removeprefix("peer-"), store)
+            fn, sig = peer_function(case.removeprefix("peer-"), store, fields=READ)
             args = [col(name) for name, _ in sig.inputs]
         else:
             fn, args = identity_typed, [col(c) for c in cols]
@@ -279,7 +294,10 @@ def main() -> int:
     parser.add_argument("--json", help="write the results here too")
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated subset")
     parser.add_argument(
-        "--records", type=int, default=0, help="records per case (record path: a tenth)"
+        "--records",
+        type=int,
+        default=0,
+        help="records per case (record path: a tenth; @throughput cases: 10x)",
     )
     parser.add_argument("--one", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -301,7 +319,9 @@ def main() -> int:
         results = []
         for p in parallelisms:
             for case in args.cases.split(","):
-                r = measure(case, p, slow if case == "record" else fast, store, cache)
+                # ~10x the records/s: the same seconds in the steady window
+                n = slow if case == "record" else fast * 10 if "@" in case else fast
+                r = measure(case, p, n, store, cache)
                 results.append(r)
                 print(f"  {case:<20} p={p}  {r['records_per_s']:>10,.0f} records/s", flush=True)
 
@@ -320,6 +340,8 @@ def main() -> int:
         "process_vs_keyed_identity": ("process", "identity-keyed"),
         "vectorized_vs_record": ("vectorized", "record"),
         "typed_vs_identity": ("typed", "identity-typed"),
+        "typed_vs_identity_throughput": ("typed@throughput", "identity-typed@throughput"),
+        "typed_full_row_vs_typed": ("typed-full-row", "typed"),
         "typed_sql_vs_table": ("typed-sql", "typed"),
         "typed_vs_numpy_peer": ("typed", "peer-numpy"),
         "typed_vs_onnx_peer": ("typed", "peer-onnx"),

@@ -28,7 +28,7 @@ with "No module named 'bench'" otherwise. The ONNX session is made in `open()`, 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +64,12 @@ class Peer(ScalarFunction):  # type: ignore[misc]
     job's Arrow batch is 1,000 rows, so the numpy peer too runs on one core per subtask.
     """
 
-    def __init__(self, net: NumpyWine, meta: BundleMeta, version: str, sha256: str) -> None:
+    def __init__(
+        self, net: NumpyWine, meta: BundleMeta, version: str, sha256: str, sig: Signature
+    ) -> None:
         self.net = net
         self.meta = meta
-        self.sig = signature(meta)
+        self.sig = sig
         self.version = version
         self.sha256 = sha256
         self.predict: Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]] = net
@@ -193,9 +195,16 @@ def onnx_missing() -> str | None:
     return None
 
 
-def peer(name: str, store: str, *, model_dir: Path = MODEL_DIR) -> Peer:
+def peer(
+    name: str,
+    store: str,
+    *,
+    model_dir: Path = MODEL_DIR,
+    fields: Sequence[str] | None = None,
+) -> Peer:
     """The peer `name` ("numpy" or "onnx") on `model_dir`'s weights, answering with the ROW,
-    version and sha256 of the version `store` serves (built from the same `model_dir`).
+    version and sha256 of the version `store` serves (built from the same `model_dir`); with
+    `fields`, only those of the ROW (as `job.table.model_function`).
 
     Not opened: Flink calls `open()`; outside Flink, call `open(None)` before `eval`.
     """
@@ -207,24 +216,33 @@ def peer(name: str, store: str, *, model_dir: Path = MODEL_DIR) -> Peer:
         raise RuntimeError(why)
     report = check(store)  # the version's meta, as `job.table.model_function` reads it
     meta, net = report.meta, NumpyWine(Path(model_dir))
-    fields = tuple(f for f, _ in signature(meta).fields)
-    if fields != FIELDS or len(meta.inputs) != len(net.mean) or len(meta.labels) != _classes(net):
+    sig = signature(meta)
+    have = tuple(f for f, _ in sig.fields)
+    if have != FIELDS or len(meta.inputs) != len(net.mean) or len(meta.labels) != _classes(net):
         raise ValueError(
-            f"{store} serves {meta.name} {report.manifest.version} (ROW {', '.join(fields)}; "
+            f"{store} serves {meta.name} {report.manifest.version} (ROW {', '.join(have)}; "
             f"{len(meta.inputs)} inputs, {len(meta.labels)} labels), not the multiclass model of "
             f"{model_dir} ({len(net.mean)} inputs, {_classes(net)} classes): build the store "
             "from the same model directory"
         )
-    return IMPLEMENTATIONS[name](net, meta, report.manifest.version, report.manifest.sha256)
+    if fields is not None:
+        sig = sig.select(fields)
+    return IMPLEMENTATIONS[name](net, meta, report.manifest.version, report.manifest.sha256, sig)
 
 
-def peer_function(name: str, store: str, *, model_dir: Path = MODEL_DIR) -> tuple[Any, Signature]:
+def peer_function(
+    name: str,
+    store: str,
+    *,
+    model_dir: Path = MODEL_DIR,
+    fields: Sequence[str] | None = None,
+) -> tuple[Any, Signature]:
     """The peer `name` as a pandas UDF, and its signature (as `job.table.model_function`):
     call it on `[col(n) for n, _ in sig.inputs]`."""
     import cloudpickle
     from pyflink.table.udf import udf
 
-    fn = peer(name, store, model_dir=model_dir)
+    fn = peer(name, store, model_dir=model_dir, fields=fields)
     # A Python worker in a process of its own cannot import bench/ (see the module's doc).
     for module in (__name__, NumpyWine.__module__):
         cloudpickle.register_pickle_by_value(sys.modules[module])

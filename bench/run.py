@@ -73,8 +73,21 @@ KEYS: dict[str, tuple[str, str]] = {
         "of constants, p=1",
     ),
     "job_typed_records_per_s": (
+        "",
+        "the typed path's records/s at p=1 (WINE, 13 DOUBLE columns in, label, score and "
+        "model_version out), default batching (latency)",
+    ),
+    "job_typed_records_per_s_throughput": (
         ">= 300,000",
-        "the typed path's records/s at p=1 (WINE, 13 DOUBLE columns in, the ROW out)",
+        "the same with --batching throughput (batches of 10,000 rows)",
+    ),
+    "job_typed_vs_identity_throughput": (
+        ">= 0.8",
+        "the typed path ÷ the identity ROW UDF, both with --batching throughput, p=1",
+    ),
+    "job_typed_full_row_vs_typed": (
+        "",
+        "the function's whole ROW (probabilities MAP, sha256, error) ÷ just the fields read",
     ),
     "job_typed_sql_vs_table": ("≈ 1", "the model function called from SQL ÷ from the Table API"),
     "job_typed_vs_best_peer": (
@@ -170,7 +183,8 @@ def plan(quick: bool) -> list[tuple[str, str, list[str]]]:
             ("throughput", "job_throughput.py", ["--quick", "--records", "40000",
              "--cases",
              "identity-process,identity-keyed,process,identity-vectorized,vectorized,"
-             "identity-typed,typed,typed-sql,peer-numpy,peer-onnx,record"]),
+             "identity-typed,typed,typed-sql,peer-numpy,peer-onnx,identity-typed@throughput,"
+             "typed@throughput,record"]),
             ("scaling", "scaling.py", ["--quick", "--paths", "3", "--records", "50000"]),
             ("latency", "job_latency.py", ["--quick", "--seconds", "3"]),
             ("soak", "soak.py", ["--minutes", "1"]),
@@ -191,8 +205,9 @@ def plan(quick: bool) -> list[tuple[str, str, list[str]]]:
                 "120000",
                 "--cases",
                 "identity-process,identity-keyed,process,identity-vectorized,"
-                "identity-vectorized-json,vectorized,identity-typed,typed,typed-sql,peer-numpy,"
-                "peer-onnx,record",
+                "identity-vectorized-json,vectorized,identity-typed,typed,typed-full-row,"
+                "typed-sql,peer-numpy,peer-onnx,identity-typed@throughput,typed@throughput,"
+                "record",
             ],
         ),
         ("scaling", "scaling.py", []),
@@ -266,6 +281,8 @@ def collect(d: dict[str, Any]) -> tuple[dict[str, float], dict[str, str], dict[s
             ("job_process_vs_identity", "process_vs_identity_p1"),
             ("job_vectorized_vs_row_v8", "vectorized_vs_record_p1"),
             ("job_typed_vs_identity", "typed_vs_identity_p1"),
+            ("job_typed_vs_identity_throughput", "typed_vs_identity_throughput_p1"),
+            ("job_typed_full_row_vs_typed", "typed_full_row_vs_typed_p1"),
             ("job_typed_sql_vs_table", "typed_sql_vs_table_p1"),
             ("job_process_vs_keyed_identity", "process_vs_keyed_identity_p1"),
         ):
@@ -278,8 +295,14 @@ def collect(d: dict[str, Any]) -> tuple[dict[str, float], dict[str, str], dict[s
             for r in d["throughput"]["results"]
             if r["parallelism"] == 1
         }
-        if "typed" in rate:
-            keys["job_typed_records_per_s"] = rate["typed"]
+        for key, case in (
+            ("job_typed_records_per_s", "typed"),
+            ("job_typed_records_per_s_throughput", "typed@throughput"),
+        ):
+            if case in rate:
+                keys[key] = rate[case]
+            else:
+                skipped[key] = "case not run"
         peers = [rate[c] for c in ("peer-numpy", "peer-onnx") if c in rate]
         if "typed" in rate and peers:
             keys["job_typed_vs_best_peer"] = rate["typed"] / max(peers)
@@ -332,6 +355,18 @@ def markdown(result: dict[str, Any], details: dict[str, Any]) -> str:
         f"Machine: {m['cores']} cores, {m['cpu']}; Python {m['python']}. Every figure measured "
         f"in this run, side by side with its baseline. Total {result['wall_s'] / 60:.1f} min.",
         "",
+    ]
+    taken = result["notes"].get("taken_from_earlier_runs")
+    if taken:
+        lines += [
+            "This run made "
+            + ", ".join(sorted(n for n in details if n not in taken))
+            + "; the other figures are those of earlier runs ("
+            + ", ".join(f"{n}: {t}" for n, t in sorted(taken.items()))
+            + "), each still measured side by side with its own baseline.",
+            "",
+        ]
+    lines += [
         "| key | value | goal | what (baseline) |",
         "|---|---:|---|---|",
     ]
@@ -515,6 +550,24 @@ def plot(details: dict[str, Any], out: Path) -> list[str]:
     return made
 
 
+def merge_previous(path: Path, mode: str, details: dict[str, Any]) -> dict[str, str]:
+    """Adds to `details` every benchmark of the previous run at `path` that this run did not
+    make; returns benchmark -> the run it comes from (its finish time)."""
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"error: --merge: cannot read {path}: {e}") from None
+    if previous.get("mode") != mode:
+        raise SystemExit(f"error: --merge: {path} is a {previous.get('mode')} run, not {mode}")
+    earlier = previous.get("notes", {}).get("taken_from_earlier_runs", {})
+    taken = {}
+    for name, detail in previous.get("details", {}).items():
+        if name not in details:
+            details[name] = detail
+            taken[name] = earlier.get(name, previous["finished"])
+    return taken
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -523,7 +576,15 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=BENCH / "results")
     parser.add_argument("--only", help="comma-separated subset of: v8,zoo,preprocess,models,"
                         "keras,swap,cutover,throughput,scaling,latency,soak")  # fmt: skip
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="with --only: keep the other benchmarks' figures from OUT/latest.json (same mode); "
+        "the report names the run each comes from",
+    )
     args = parser.parse_args()
+    if args.merge and not args.only:
+        parser.error("--merge takes --only")
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     details: dict[str, Any] = {}
@@ -538,9 +599,15 @@ def main() -> int:
             except Exception as e:  # one failed benchmark must not hide the others' figures
                 failed[name] = str(e)
                 print(f"   {name} failed: {e}", flush=True)
+    mode = "quick" if args.quick else "full"
+    taken: dict[str, str] = {}
+    if args.merge:
+        taken = merge_previous(args.out / "latest.json", mode, details)
     keys, skipped, notes = collect(details)
+    if taken:
+        notes["taken_from_earlier_runs"] = taken
     result: dict[str, Any] = {
-        "mode": "quick" if args.quick else "full",
+        "mode": mode,
         "finished": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "wall_s": time.monotonic() - t0,
         "machine": {

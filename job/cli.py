@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from job.mixin import parameter_value
-from job.pipeline import APIS, FILE_SOURCES, MODES, TYPED_FORMATS, JobOptions
+from job.pipeline import APIS, BATCHING, FILE_SOURCES, MODES, TYPED_FORMATS, JobOptions
 from reloader.errors import ReloaderError
 
 ENV_PREFIX = "PREDICT_JOB_"
@@ -44,6 +44,13 @@ _FLAGS: list[tuple[str, str, type, str]] = [
         "columns",
         str,
         "csv:/json: source: its columns as SQL, e.g. 'id BIGINT, x DOUBLE' (default: id + inputs)",
+    ),
+    (
+        "--outputs",
+        "outputs",
+        str,
+        "csv:/json: sink: the model's fields to write, e.g. 'label,score,model_version' "
+        "(default: all; a probabilities MAP costs ~1 us a row)",
     ),
     (
         "--event-time",
@@ -91,10 +98,17 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("--records", "records", int, "wine source: how many (unset: 20000; demo: rate x seconds)"),
     ("--batch-size", "batch_size", int, "process path: predict once this many are pending"),
     ("--max-delay-ms", "max_delay_ms", int, "process path: ...or the oldest waited this long"),
-    ("--bundle-time-ms", "bundle_time_ms", int, "python.fn-execution.bundle.time (latency)"),
-    ("--bundle-size", "bundle_size", int, "python.fn-execution.bundle.size"),
-    ("--arrow-batch-size", "arrow_batch_size", int, "vectorized path: rows per Arrow batch"),
-    ("--buffer-timeout-ms", "buffer_timeout_ms", int, "execution.buffer-timeout (latency)"),
+    (
+        "--batching",
+        "batching",
+        str,
+        f"{' or '.join(BATCHING)}: Flink's batching for Python; throughput: batches of "
+        "10,000 rows, records wait up to ~0.1-0.2 s (docs/performance.md)",
+    ),
+    ("--bundle-time-ms", "bundle_time_ms", int, "python.fn-execution.bundle.time (by --batching)"),
+    ("--bundle-size", "bundle_size", int, "python.fn-execution.bundle.size (by --batching)"),
+    ("--arrow-batch-size", "arrow_batch_size", int, "rows per Arrow batch (by --batching)"),
+    ("--buffer-timeout-ms", "buffer_timeout_ms", int, "execution.buffer-timeout (by --batching)"),
     ("--execution-mode", "execution_mode", str, f"python.execution-mode: {', '.join(MODES)}"),
     ("--roll-interval", "roll_interval", str, "dir: sink: close part files after, e.g. '1 min'"),
     ("--restart-attempts", "restart_attempts", int, "fixed-delay restarts before giving up"),
@@ -253,6 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return _submit(opts)
+    except ValueError as e:  # e.g. --outputs names a field the model function does not have
+        return _fail(str(e), 2)
     except Py4JJavaError as e:
         log_dir = os.environ.get("FLINK_LOG_DIR", "Flink's log directory")
         return _fail(f"the job failed: {_root_cause(e)} (full trace in {log_dir})", 1)

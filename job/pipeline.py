@@ -43,6 +43,24 @@ FILE_SOURCES = ("dir:", "files:")  # JSON lines in a directory: followed, or rea
 TYPED_FORMATS = ("csv:", "json:")  # Flink's filesystem connector, typed columns
 
 
+# Flink's batching of records for Python, by what a job is for (`--batching`):
+# - latency: Flink ends a bundle on a timer that ticks every bundle_time_ms but counts from the
+#   end of the previous bundle's flush (5-10 ms on 2 cores), so a bundle lasts about the flush
+#   plus up to twice that. Measured p99 on the vectorized path at 10,000 rec/s: 10 -> ~30 ms,
+#   5 -> 19-24, 3 -> 17-22, the same records/s. Flink's default buffer timeout (100 ms) would
+#   add its own wait.
+# - throughput: batches of 10,000 rows. Each Python call, Arrow batch and V8 call costs the same
+#   whatever its rows, so fewer of them leave more of a core to the model: the typed path at
+#   p=1 went from ~110k to ~380k records/s (WINE). Records wait up to ~0.1-0.2 s.
+# docs/performance.md has the figures of both.
+BATCHING: dict[str, dict[str, int]] = {
+    "latency": {"bundle_time_ms": 3, "bundle_size": 1000, "arrow_batch_size": 1000,
+                "buffer_timeout_ms": 5},
+    "throughput": {"bundle_time_ms": 100, "bundle_size": 10_000, "arrow_batch_size": 10_000,
+                   "buffer_timeout_ms": 100},
+}  # fmt: skip
+
+
 @dataclass
 class JobOptions:
     """Everything `python -m job` can set (see `job.cli` for the flags and their env vars)."""
@@ -61,19 +79,19 @@ class JobOptions:
     records: int | None = None  # wine: how many (None: WINE_RECORDS; the demo: rate x seconds)
     batch_size: int = 256  # process path: predict when this many are pending...
     max_delay_ms: int = 5  # ...or the oldest has waited this long
-    # python.fn-execution.bundle.time. Flink ends a bundle on a timer that ticks this often but
-    # counts from the end of the previous bundle's flush (5-10 ms on 2 cores), so a bundle lasts
-    # about the flush plus up to twice this. Measured p99 on the vectorized path at 10,000 rec/s:
-    # 10 -> ~30 ms, 5 -> 19-24, 3 -> 17-22, the same records/s (docs/performance.md).
-    bundle_time_ms: int = 3
-    bundle_size: int = 1000  # python.fn-execution.bundle.size
-    arrow_batch_size: int = 1000  # python.fn-execution.arrow.batch.size
-    buffer_timeout_ms: int = 5  # execution.buffer-timeout: Flink's default 100 ms adds latency
+    # How Flink batches records for Python (BATCHING): "latency" or "throughput". Each of the
+    # four settings below, when given, overrides the one `batching` implies.
+    batching: str = "latency"
+    bundle_time_ms: int | None = None  # python.fn-execution.bundle.time
+    bundle_size: int | None = None  # python.fn-execution.bundle.size
+    arrow_batch_size: int | None = None  # python.fn-execution.arrow.batch.size
+    buffer_timeout_ms: int | None = None  # execution.buffer-timeout
     execution_mode: str = "auto"  # python.execution-mode; auto: see `python_mode`
     restart_attempts: int = 3
     roll_interval: str = "1 min"  # dir: sink: a part file is closed after this long
     prometheus_port: str = ""  # a port or range: Flink's Prometheus reporter serves the metrics
     columns: str = ""  # csv:/json: source: its columns as SQL (default: id + the model's inputs)
+    outputs: str = ""  # csv:/json: the model function's fields to write, comma-separated (all)
     # A field of the records that holds their event time (ms since the epoch, or an RFC 3339
     # time): the version that scores a record is then the one its time falls under, and
     # `out_of_orderness_ms` is how far out of order the records may come (the watermark lag).
@@ -89,6 +107,10 @@ class JobOptions:
     extra_config: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
+        if self.batching not in BATCHING:
+            raise ValueError(
+                f"batching must be one of {', '.join(BATCHING)}, got {self.batching!r}"
+            )
         if self.api not in APIS:
             raise ValueError(f"api must be one of {', '.join(APIS)}, got {self.api!r}")
         if self.execution_mode not in MODES:
@@ -115,10 +137,17 @@ class JobOptions:
             raise ValueError("--event-time takes a field of dir:, files:, csv: or json: records")
         if self.event_time and not self.typed and self.api != "process":
             raise ValueError("--event-time with JSON lines needs the process path (--api process)")
+        if self.outputs and not self.typed:
+            raise ValueError("--outputs picks the typed fields of a csv:/json: source's job")
         if self.out_of_orderness_ms < 0:
             raise ValueError("out-of-orderness must be >= 0 ms")
         if self.parallelism < 1 or self.batch_size < 1 or (self.records or 0) < 0 or self.rate < 0:
             raise ValueError("parallelism and batch size must be >= 1, records and rate >= 0")
+
+    def batch_setting(self, name: str) -> int:
+        """One of the four batching settings: as given, else as `batching` implies."""
+        given: int | None = getattr(self, name)
+        return BATCHING[self.batching][name] if given is None else given
 
     @property
     def typed(self) -> bool:
@@ -168,10 +197,10 @@ def flink_configuration(opts: JobOptions, *, submitted: bool = False) -> dict[st
     """
     conf = {
         "python.execution-mode": opts.python_mode,
-        "python.fn-execution.bundle.time": str(opts.bundle_time_ms),
-        "python.fn-execution.bundle.size": str(opts.bundle_size),
-        "python.fn-execution.arrow.batch.size": str(opts.arrow_batch_size),
-        "execution.buffer-timeout": f"{opts.buffer_timeout_ms} ms",
+        "python.fn-execution.bundle.time": str(opts.batch_setting("bundle_time_ms")),
+        "python.fn-execution.bundle.size": str(opts.batch_setting("bundle_size")),
+        "python.fn-execution.arrow.batch.size": str(opts.batch_setting("arrow_batch_size")),
+        "execution.buffer-timeout": f"{opts.batch_setting('buffer_timeout_ms')} ms",
         "pipeline.max-parallelism": str(MAX_PARALLELISM),
         "pipeline.name": opts.name,
         "restart-strategy.type": "fixed-delay",
@@ -375,7 +404,10 @@ def typed_table(opts: JobOptions, t_env: Any, settings: ModelSettings) -> Any:
     inputs (e.g. `id`) and the fields of the model function's ROW."""
     from job.table import SQL_INPUT, register_model
 
-    sig = register_model(t_env, "model_predict", settings, event_time=bool(opts.event_time))
+    outputs = [f.strip() for f in opts.outputs.split(",") if f.strip()] or None
+    sig = register_model(
+        t_env, "model_predict", settings, event_time=bool(opts.event_time), fields=outputs
+    )
     fmt, _, path = opts.source.partition(":")
     inputs = {name for name, _ in sig.inputs}
     default = ["`id` BIGINT", *(f"`{name}` {SQL_INPUT[kind]}" for name, kind in sig.inputs)]

@@ -20,7 +20,7 @@ they are (`reloader.columns`), no JSON on the way in or out.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -91,6 +91,32 @@ class Signature:
     def fixed(self) -> Fixed:
         return Fixed(dict(self.inputs), dict(self.shape))
 
+    def select(self, names: Sequence[str]) -> Signature:
+        """The same function returning only the ROW fields `names`, in that order.
+
+        Fields a query does not read still cost their making: a `probabilities` MAP is about
+        1 µs a row in Python and more in Arrow, the ROW of label, score and model_version
+        0.1 µs. An extra the function no longer returns is no longer held against a new
+        version by the compatibility gate.
+        """
+        have = dict(self.fields)
+        unknown = [n for n in names if n not in have]
+        if unknown or not names or len(set(names)) != len(names):
+            why = (
+                f"no field {unknown[0]!r}"
+                if unknown
+                else "a field named twice"
+                if names
+                else "no fields asked for"
+            )
+            raise ValueError(f"model function: {why}; its fields are {', '.join(have)}")
+        extras = {k: v for k, v in self.shape["extras"].items() if k in names}
+        return replace(
+            self,
+            fields=tuple((n, have[n]) for n in names),
+            shape={**self.shape, "extras": extras},
+        )
+
     def input_types(self) -> list[Any]:
         from pyflink.table import DataTypes
 
@@ -143,9 +169,15 @@ def _kind_fields(output: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [("value", DOUBLE)] if len(names) == 1 else [("values", MAP)]
 
 
-def model_function(settings: ModelSettings, *, event_time: bool = False) -> tuple[Any, Signature]:
+def model_function(
+    settings: ModelSettings,
+    *,
+    event_time: bool = False,
+    fields: Sequence[str] | None = None,
+) -> tuple[Any, Signature]:
     """The pandas UDF for the version `settings.url` serves now, and its signature; with
-    `event_time`, the function takes each row's event time as its last argument."""
+    `event_time`, the function takes each row's event time as its last argument; with
+    `fields`, its ROW holds only those fields (`Signature.select`)."""
     from pyflink.table.udf import udf
 
     from reloader.load import check
@@ -153,6 +185,8 @@ def model_function(settings: ModelSettings, *, event_time: bool = False) -> tupl
     hot = settings.hot_model()  # not started: only its load settings are used
     report = check(settings.url, hot.settings, source_options=settings.source_options)
     sig = replace(signature(report.meta), event_time=event_time)
+    if fields is not None:
+        sig = sig.select(fields)
     fn = PredictTable(sig, replace(settings, fixed=sig.fixed()))
     return (
         udf(fn, input_types=sig.input_types(), result_type=sig.result_type(), func_type="pandas"),
@@ -161,12 +195,19 @@ def model_function(settings: ModelSettings, *, event_time: bool = False) -> tupl
 
 
 def register_model(
-    t_env: Any, name: str, settings: ModelSettings, *, event_time: bool = False
+    t_env: Any,
+    name: str,
+    settings: ModelSettings,
+    *,
+    event_time: bool = False,
+    fields: Sequence[str] | None = None,
 ) -> Signature:
     """Registers the model as the temporary system function `name`; returns its signature.
     With `event_time`, the call passes each row's event time last (`sig.call(name,
-    event_time="ts")`), and each row is scored by the version its time falls under."""
-    fn, sig = model_function(settings, event_time=event_time)
+    event_time="ts")`), and each row is scored by the version its time falls under. With
+    `fields`, the ROW holds only those fields, e.g. `("label", "score", "model_version")`:
+    the ones a query does not read are not made at all."""
+    fn, sig = model_function(settings, event_time=event_time, fields=fields)
     t_env.create_temporary_system_function(name, fn)
     return sig
 
@@ -226,18 +267,25 @@ def _epoch_ms(times: pd.Series) -> npt.NDArray[np.int64]:
 def frame(sig: Signature, result: Versioned[Scored]) -> pd.DataFrame:
     """The ROW's columns for one scored batch (error rows: nulls and `error`).
 
-    Decoded by column (`OutputKind.columns`): numpy arrays where the SQL type allows, Python
-    objects only for MAP and ARRAY fields (1.8-2.0 -> 0.9 µs a row for WINE at batch 1,000).
+    Decoded by column (`OutputKind.columns`), only the fields the signature holds: numpy
+    arrays where the SQL type allows, Python objects only for MAP and ARRAY fields.
     """
     s = result.value
     n = len(s.ok)
     rows = np.flatnonzero(s.ok)
     every = len(rows) == n  # no error rows: the predicted rows are the rows
     kind = s.kind or OutputKind("multiclass", s.outputs, labels=s.labels)
-    decoded = kind.columns(s.probabilities)
     extras = sig.shape["extras"]
+    trailer = {name for name, _ in TRAILER}
+    decoded = kind.columns(
+        s.probabilities,
+        frozenset(f for f, _ in sig.fields if f not in extras and f not in trailer),
+    )
     out: dict[str, Any] = {}
-    for name, sql in sig.fields[: -len(TRAILER)]:
+    for name, sql in sig.fields:
+        if name in trailer:
+            out[name] = _trailer(name, result, s.errors, n)
+            continue
         if name in extras:
             values = (s.extras or {}).get(name)
             got = None if values is None else [_sql_value(values[r], sql) for r in rows.tolist()]
@@ -246,13 +294,18 @@ def frame(sig: Signature, result: Versioned[Scored]) -> pd.DataFrame:
             if sql == ARRAY and got is not None:
                 got = [[str(pair[0]) for pair in top] for top in got]
         out[name] = got if every and got is not None else _scatter(got, rows, n, sql)
-    errors: list[str | None] = [None] * n
-    for r, why in s.errors.items():
-        errors[r] = why
-    out["model_version"] = np.full(n, result.version, dtype=object)
-    out["model_sha256"] = np.full(n, result.sha256, dtype=object)
-    out["error"] = errors
     return pd.DataFrame(out, columns=[f for f, _ in sig.fields])
+
+
+def _trailer(name: str, result: Versioned[Scored], errors: Mapping[int, str], n: int) -> Any:
+    if name == "model_version":
+        return np.full(n, result.version, dtype=object)
+    if name == "model_sha256":
+        return np.full(n, result.sha256, dtype=object)
+    column: list[str | None] = [None] * n
+    for r, why in errors.items():
+        column[r] = why
+    return column
 
 
 def _scatter(got: Any, rows: npt.NDArray[np.intp], n: int, sql: str) -> Any:
@@ -271,10 +324,8 @@ def _scatter(got: Any, rows: npt.NDArray[np.intp], n: int, sql: str) -> Any:
 
 def frame_of_errors(sig: Signature, n: int, why: str, version: str, sha256: str) -> pd.DataFrame:
     """Every row an error: the model could not score this batch."""
-    out: dict[str, Any] = {name: [None] * n for name, _ in sig.fields}
-    out["model_version"] = [version] * n
-    out["model_sha256"] = [sha256] * n
-    out["error"] = [why] * n
+    trailer = {"model_version": version, "model_sha256": sha256, "error": why}
+    out = {name: [trailer.get(name)] * n for name, _ in sig.fields}
     return pd.DataFrame(out, columns=[f for f, _ in sig.fields])
 
 

@@ -39,33 +39,49 @@ class OutputKind:
         rows: list[list[float]] = scores.tolist()
         return [self.fields(row) for row in rows]
 
-    def columns(self, scores: npt.NDArray[np.floating[Any]]) -> dict[str, Any]:
+    def columns(
+        self, scores: npt.NDArray[np.floating[Any]], only: frozenset[str] | None = None
+    ) -> dict[str, Any]:
         """Scores [n, width] -> the output fields as columns, by numpy (the typed SQL path).
 
         The same values as `fields` row by row (a test holds them equal); a `multi` output's
         fields are named `head_field`. Labels come as object arrays, scores as float64 arrays,
         `probabilities` / `values` as one dict per row and `top_k` as [label, score] lists.
+        With `only`, just the fields named there are computed: the per-row dicts and lists
+        cost about 1 µs a row, the rest well under 0.1 µs.
         """
         x = np.asarray(scores, dtype=np.float64)
         n = len(x)
+
+        def wanted(name: str) -> bool:
+            return only is None or name in only
+
         if self.kind == "multi":
             out: dict[str, Any] = {}
             start = 0
             for h in self.heads:
-                sub = h.columns(x[:, start : start + h.width])
-                out.update({f"{h.head}_{name}": col for name, col in sub.items()})
+                prefix = f"{h.head}_"
+                sub_only = (
+                    None
+                    if only is None
+                    else frozenset(k.removeprefix(prefix) for k in only if k.startswith(prefix))
+                )
+                sub = h.columns(x[:, start : start + h.width], sub_only)
+                out.update({prefix + name: col for name, col in sub.items()})
                 start += h.width
             return out
+        out = {}
         if self.kind == "multiclass":
             labels = np.array(self.labels, dtype=object)
             best = x.argmax(axis=1) if n else np.zeros(0, dtype=np.intp)
-            rows: list[list[float]] = x.tolist()
-            out = {
-                "label": labels[best],
-                "score": x[np.arange(n), best],
-                "probabilities": [dict(zip(self.labels, r, strict=True)) for r in rows],
-            }
-            if self.top_k:
+            if wanted("label"):
+                out["label"] = labels[best]
+            if wanted("score"):
+                out["score"] = x[np.arange(n), best]
+            if wanted("probabilities"):
+                out["probabilities"] = [dict(zip(self.labels, r, strict=True)) for r in x.tolist()]
+            if self.top_k and wanted("top_k"):
+                rows: list[list[float]] = x.tolist()
                 order = np.argsort(-x, axis=1, kind="stable")[:, : self.top_k].tolist()
                 out["top_k"] = [
                     [[self.labels[i], r[i]] for i in o] for o, r in zip(order, rows, strict=True)
@@ -74,10 +90,16 @@ class OutputKind:
         if self.kind == "binary":
             p = x[:, 0]
             pair = np.array(self.labels, dtype=object)
-            return {"label": pair[(p >= self.threshold).astype(np.intp)], "probability": p}
+            if wanted("label"):
+                out["label"] = pair[(p >= self.threshold).astype(np.intp)]
+            if wanted("probability"):
+                out["probability"] = p
+            return out
         if len(self.names) == 1:
-            return {"value": x[:, 0]}
-        return {"values": [dict(zip(self.names, r, strict=True)) for r in x.tolist()]}
+            return {"value": x[:, 0]} if wanted("value") else {}
+        if wanted("values"):
+            out["values"] = [dict(zip(self.names, r, strict=True)) for r in x.tolist()]
+        return out
 
     def fields(self, row: Sequence[float]) -> dict[str, Any]:
         """One row's scores -> its output fields."""

@@ -26,6 +26,7 @@ import subprocess
 import sys
 from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -76,8 +77,8 @@ def cited(paths: list[Path], declared: Collection[str]) -> tuple[dict[str, str],
     return keys, unknown
 
 
-def bench_keys() -> dict[str, tuple[str, str]]:
-    """`bench/run.py`'s KEYS (key -> goal, what), loaded without leaving bench/ on sys.path."""
+def bench_run() -> Any:
+    """`bench/run.py` as a module, loaded without leaving bench/ on sys.path."""
     saved = list(sys.path)
     try:
         spec = importlib.util.spec_from_file_location("bench_run", ROOT / "bench" / "run.py")
@@ -86,8 +87,32 @@ def bench_keys() -> dict[str, tuple[str, str]]:
         spec.loader.exec_module(module)
     finally:
         sys.path[:] = saved
-    keys: dict[str, tuple[str, str]] = module.KEYS
+    return module
+
+
+def bench_keys() -> dict[str, tuple[str, str]]:
+    """`bench/run.py`'s KEYS (key -> goal, what)."""
+    keys: dict[str, tuple[str, str]] = bench_run().KEYS
     return keys
+
+
+def test_a_partial_run_merges_the_other_figures_of_the_previous_one(tmp_path: Path) -> None:
+    run = bench_run()
+    previous = {
+        "mode": "full",
+        "finished": "2026-11-30T10:00:00Z",
+        "notes": {"taken_from_earlier_runs": {"soak": "2026-11-29T09:00:00Z"}},
+        "details": {"swap": {"old": 1}, "throughput": {"old": 2}, "soak": {"old": 3}},
+    }
+    (tmp_path / "latest.json").write_text(json.dumps(previous))
+    details: dict[str, Any] = {"throughput": {"new": 2}}
+    taken = run.merge_previous(tmp_path / "latest.json", "full", details)
+    assert details == {"throughput": {"new": 2}, "swap": {"old": 1}, "soak": {"old": 3}}
+    assert taken == {"swap": "2026-11-30T10:00:00Z", "soak": "2026-11-29T09:00:00Z"}
+    with pytest.raises(SystemExit, match="is a full run, not quick"):
+        run.merge_previous(tmp_path / "latest.json", "quick", {})
+    with pytest.raises(SystemExit, match="cannot read"):
+        run.merge_previous(tmp_path / "missing.json", "full", {})
 
 
 def cited_bench_keys(declared: Collection[str]) -> dict[str, str]:

@@ -42,6 +42,8 @@ def test_env_defaults_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
         (["--model", "m", "--sink", "s3:x"], "sink must be"),
         (["--model", "m", "--execution-mode", "fast"], "execution mode"),
         (["--model", "m", "--config", "novalue"], "KEY=VALUE"),
+        (["--model", "m", "--batching", "fast"], "batching must be one of latency, throughput"),
+        (["--model", "m", "--outputs", "label"], "--outputs picks the typed fields"),
     ],
 )
 def test_bad_options_are_refused_clearly(
@@ -67,6 +69,20 @@ def test_configuration_follows_the_measured_choices(tmp_path: Path) -> None:
     assert flink_configuration(JobOptions(model="m", execution_mode="process"))[
         "python.execution-mode"
     ] == "process"  # fmt: skip
+
+
+def test_batching_sets_the_four_settings_and_each_given_one_wins() -> None:
+    latency = flink_configuration(JobOptions(model="m"))
+    throughput = flink_configuration(JobOptions(model="m", batching="throughput"))
+    keys = ("python.fn-execution.bundle.time", "python.fn-execution.bundle.size",
+            "python.fn-execution.arrow.batch.size", "execution.buffer-timeout")  # fmt: skip
+    assert [latency[k] for k in keys] == ["3", "1000", "1000", "5 ms"]
+    assert [throughput[k] for k in keys] == ["100", "10000", "10000", "100 ms"]
+    opts = options_from(
+        build_parser().parse_args(["--batching", "throughput", "--arrow-batch-size", "4000"])
+    )
+    mixed = flink_configuration(opts)
+    assert [mixed[k] for k in keys] == ["100", "10000", "4000", "100 ms"]
 
 
 def test_a_job_started_by_flink_run_leaves_its_python_to_the_cluster() -> None:

@@ -41,6 +41,38 @@ def test_signatures_follow_the_declared_output(bundle_v2: bytes) -> None:
     assert [f for f, _ in wine.fields][:3] == ["label", "score", "probabilities"]
 
 
+def test_a_function_returns_only_the_fields_asked_for(tmp_path: Path) -> None:
+    """`fields` picks and orders the ROW; the ones left out are not made (no MAP of
+    probabilities), and an extra left out is no longer required of a new version."""
+    build_bundle(PENGUINS, tmp_path / "store")
+    hm = HotModel(str(tmp_path / "store"), cache_dir=str(tmp_path / "cache"), poll_interval=3600)
+    hm.start()
+    try:
+        full = signature(hm.current().runtime.meta)
+        reference = json.loads((PENGUINS / "reference.json").read_text())
+        records = reference["records"][:40]
+        columns = {name: [r.get(name) for r in records] for name, _ in full.inputs}
+        result = Scorer().predict(hm.run, Batch(columns=columns))
+    finally:
+        hm.stop()
+    lean = full.select(["model_version", "score", "label", "margin"])
+    assert lean.fields == (
+        ("model_version", "STRING"), ("score", "DOUBLE"), ("label", "STRING"),
+        ("margin", "DOUBLE"),
+    )  # fmt: skip
+    assert lean.inputs == full.inputs and lean.shape["extras"] == {"margin": "float"}
+    assert set(full.shape["extras"]) == {"margin", "confidence"}
+    got, every = frame(lean, result), frame(full, result)
+    assert list(got.columns) == ["model_version", "score", "label", "margin"]
+    for name in got.columns:
+        assert got[name].tolist() == every[name].tolist(), name
+    for bad, why in (([], "no fields asked for"), (["label", "label"], "a field named twice"),
+                     (["label", "scores"], "no field 'scores'")):  # fmt: skip
+        with pytest.raises(ValueError, match=why) as e:
+            full.select(bad)
+        assert "its fields are label, score, probabilities" in str(e.value)
+
+
 def test_frame_of_a_typed_batch(tmp_path: Path) -> None:
     publish(str(tmp_path / "store"), TOY.read_bytes(), model="typed-toy", version="t1")
     hm = HotModel(str(tmp_path / "store"), cache_dir=str(tmp_path / "cache"), poll_interval=3600)

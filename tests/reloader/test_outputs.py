@@ -44,6 +44,17 @@ def test_columns_equal_fields_row_by_row(kind: OutputKind) -> None:
         assert got == [r[name] for r in rows], name
 
 
+@pytest.mark.parametrize("kind", [MULTICLASS, BINARY, ONE, MANY, MULTI], ids=lambda k: k.kind)
+def test_columns_only_the_fields_asked_for(kind: OutputKind) -> None:
+    scores = np.random.default_rng(3).random((50, kind.width)).astype(np.float32)
+    every = kind.columns(scores)
+    for name in every:
+        got = kind.columns(scores, frozenset({name}))
+        assert list(got) == [name]
+        assert np.array_equal(np.asarray(got[name]), np.asarray(every[name])), name
+    assert kind.columns(scores, frozenset()) == {}
+
+
 def test_columns_of_no_rows() -> None:
     columns = MULTICLASS.columns(np.zeros((0, 3), dtype=np.float32))
     assert {k: len(v) for k, v in columns.items()} == dict.fromkeys(columns, 0)
