@@ -352,8 +352,9 @@ def markdown(result: dict[str, Any], details: dict[str, Any]) -> str:
     lines = [
         f"# Benchmarks ({result['mode']}, {result['finished']})",
         "",
-        f"Machine: {m['cores']} cores, {m['cpu']}; Python {m['python']}. Every figure measured "
-        f"in this run, side by side with its baseline. Total {result['wall_s'] / 60:.1f} min.",
+        f"Machine: {m['cores']} cores, {m['cpu']}; Python {m['python']}. Every figure is "
+        "measured side by side with its baseline, in one run of its benchmark. Total "
+        f"{result['wall_s'] / 60:.1f} min.",
         "",
     ]
     taken = result["notes"].get("taken_from_earlier_runs")
