@@ -183,8 +183,8 @@ def plan(quick: bool) -> list[tuple[str, str, list[str]]]:
             ("throughput", "job_throughput.py", ["--quick", "--records", "40000",
              "--cases",
              "identity-process,identity-keyed,process,identity-vectorized,vectorized,"
-             "identity-typed,typed,typed-sql,peer-numpy,peer-onnx,identity-typed@throughput,"
-             "typed@throughput,record"]),
+             "identity-typed,typed,typed-full-row,typed-sql,peer-numpy,peer-onnx,"
+             "identity-typed@throughput,typed@throughput,record"]),
             ("scaling", "scaling.py", ["--quick", "--paths", "3", "--records", "50000"]),
             ("latency", "job_latency.py", ["--quick", "--seconds", "3"]),
             ("soak", "soak.py", ["--minutes", "1"]),
