@@ -216,6 +216,16 @@ def plan(quick: bool) -> list[tuple[str, str, list[str]]]:
     ]
 
 
+def _take(
+    source: dict[str, float], key: str, src: str, keys: dict[str, float], skipped: dict[str, str]
+) -> None:
+    """keys[key] = source[src], or the key skipped when its case did not run."""
+    if src in source:
+        keys[key] = source[src]
+    else:
+        skipped[key] = "case not run"
+
+
 def collect(d: dict[str, Any]) -> tuple[dict[str, float], dict[str, str], dict[str, Any]]:
     """(keys, skipped keys with reasons, notes) from the benchmarks' outputs."""
     keys: dict[str, float] = {}
@@ -286,10 +296,7 @@ def collect(d: dict[str, Any]) -> tuple[dict[str, float], dict[str, str], dict[s
             ("job_typed_sql_vs_table", "typed_sql_vs_table_p1"),
             ("job_process_vs_keyed_identity", "process_vs_keyed_identity_p1"),
         ):
-            if src in ratios:
-                keys[key] = ratios[src]
-            else:
-                skipped[key] = "case not run"
+            _take(ratios, key, src, keys, skipped)
         rate = {
             r["case"]: r["records_per_s"]
             for r in d["throughput"]["results"]
@@ -299,10 +306,7 @@ def collect(d: dict[str, Any]) -> tuple[dict[str, float], dict[str, str], dict[s
             ("job_typed_records_per_s", "typed"),
             ("job_typed_records_per_s_throughput", "typed@throughput"),
         ):
-            if case in rate:
-                keys[key] = rate[case]
-            else:
-                skipped[key] = "case not run"
+            _take(rate, key, case, keys, skipped)
         peers = [rate[c] for c in ("peer-numpy", "peer-onnx") if c in rate]
         if "typed" in rate and peers:
             keys["job_typed_vs_best_peer"] = rate["typed"] / max(peers)

@@ -78,10 +78,11 @@ class OutputKind:
                 out["label"] = labels[best]
             if wanted("score"):
                 out["score"] = x[np.arange(n), best]
+            per_row = wanted("probabilities") or (self.top_k and wanted("top_k"))
+            rows: list[list[float]] = x.tolist() if per_row else []
             if wanted("probabilities"):
-                out["probabilities"] = [dict(zip(self.labels, r, strict=True)) for r in x.tolist()]
+                out["probabilities"] = [dict(zip(self.labels, r, strict=True)) for r in rows]
             if self.top_k and wanted("top_k"):
-                rows: list[list[float]] = x.tolist()
                 order = np.argsort(-x, axis=1, kind="stable")[:, : self.top_k].tolist()
                 out["top_k"] = [
                     [[self.labels[i], r[i]] for i in o] for o, r in zip(order, rows, strict=True)
